@@ -1,0 +1,3 @@
+from vidgate.cli.main import entrypoint
+
+entrypoint()

@@ -1,0 +1,151 @@
+"""The `vidgate` command. Commands are thin: they parse flags and call the gateway."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# Typer ≥ 0.20 vendors click as typer._click; earlier releases use click itself. Catch
+# whichever this install raises, so a usage error is always one line, never a traceback.
+try:
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - older typer
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+
+from vidgate import __version__
+from vidgate.cli import generate as gen
+from vidgate.cli import models as models_cli
+from vidgate.cli.common import err_console, print_json, settings_from
+from vidgate.errors import (
+    AmbiguousSubmission,
+    ConfigError,
+    FinalError,
+    VidgateError,
+)
+
+app = typer.Typer(
+    name="vidgate",
+    help="One API over every AI video model: route, generate, and run jobs durably.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(models_cli.app, name="models")
+app.command("route")(gen.route)
+app.command("generate")(gen.generate)
+
+sandbox_app = typer.Typer(help="The offline provider emulator.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    port: Annotated[int, typer.Option("--port", help="Loopback port to listen on.")] = 8765,
+    host: Annotated[
+        str, typer.Option("--host", help="Interface (loopback by default).")
+    ] = "127.0.0.1",
+    time_scale: Annotated[
+        float | None,
+        typer.Option(
+            "--time-scale", help="Multiply emulated latencies (default VIDGATE_SANDBOX_TIME_SCALE)."
+        ),
+    ] = None,
+    faults: Annotated[
+        Path | None, typer.Option("--faults", help="JSON file of fault rules to inject.")
+    ] = None,
+) -> None:
+    """Serve every emulated provider protocol on HOST:PORT until interrupted."""
+    from vidgate.catalog.loader import load_catalog
+    from vidgate.sandbox.app import SandboxServer, emulated_protocols
+    from vidgate.sandbox.core import FaultConfig
+
+    settings = settings_from(False)
+    fault_cfg = FaultConfig()
+    if faults is not None:
+        try:
+            fault_cfg = FaultConfig.model_validate_json(faults.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--faults {faults}: {str(e).splitlines()[0]}") from None
+    server = SandboxServer(
+        settings.sandbox_home(),
+        load_catalog(settings.catalog),
+        host=host,
+        port=port,
+        time_scale=settings.sandbox_time_scale if time_scale is None else time_scale,
+        faults=fault_cfg,
+    )
+    err_console.print(
+        f"sandbox on http://{host}:{port} — protocols: {', '.join(sorted(emulated_protocols()))}"
+        f"; records in {settings.sandbox_home()}; stats at /sandbox/stats"
+    )
+    server.serve_forever()
+
+
+@sandbox_app.command("stats")
+def sandbox_stats(
+    url: Annotated[
+        str, typer.Option("--url", envvar="VIDGATE_SANDBOX_URL")
+    ] = "http://127.0.0.1:8765",
+) -> None:
+    """Print a running sandbox's counts (creates, duplicates, faults)."""
+    import httpx
+
+    try:
+        print_json(httpx.get(f"{url.rstrip('/')}/sandbox/stats", timeout=10).json())
+    except httpx.HTTPError as e:
+        raise ConfigError(f"cannot reach the sandbox at {url}: {e}") from None
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+# Errors a user fixes by changing their input: exit code 2, like a usage error.
+_INPUT_ERRORS = (FinalError,)
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = typer.main.get_command(app)
+    try:
+        # Without standalone mode, click returns a typer.Exit's code instead of raising it.
+        rv = command.main(args=argv, prog_name="vidgate", standalone_mode=False)
+        if isinstance(rv, int):
+            return rv
+    except typer.Exit as e:
+        return int(e.exit_code or 0)
+    except typer.Abort:
+        err_console.print("aborted")
+        return 130
+    except UsageError as e:
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        err_console.print(
+            f"[bold red]error:[/] {e.format_message()}{hint}", highlight=False, soft_wrap=True
+        )
+        return 2
+    except ClickException as e:
+        err_console.print(
+            f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True
+        )
+        return 2
+    except VidgateError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        if isinstance(e, AmbiguousSubmission):
+            return 1
+        return 2 if isinstance(e, _INPUT_ERRORS) else 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    return 0
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,239 @@
+"""The library facade: one object that routes, submits, runs and reports jobs.
+
+``Gateway`` is async inside; :func:`generate` is the small sync entry point for scripts::
+
+    from vidgate import VideoRequest, generate
+    job = generate(VideoRequest(prompt="a red fox in snow", duration_s=5), sandbox=True)
+    print(job.assets[0].uri, job.cost_usd)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from vidgate.catalog.loader import Catalog, load_catalog
+from vidgate.catalog.schema import Offering
+from vidgate.jobs.runner import JobRunner, ProgressFn
+from vidgate.jobs.store import JobStore
+from vidgate.providers.base import Provider, ProviderJob, adapter_class, registry
+from vidgate.routing.router import RoutePlan, Router, RouterEnv
+from vidgate.settings import Credentials, Settings
+from vidgate.storage.assets import AssetStorage
+from vidgate.types import Job, JobState, VideoRequest
+
+#: In sandbox mode, an offering whose protocol the sandbox does not emulate yet is served
+#: through this protocol, so every catalog offering is reachable offline.
+SANDBOX_FALLBACK_PROTOCOL = "openai-videos"
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        catalog: Catalog | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._catalog = catalog
+        self.credentials = credentials or Credentials(sandbox=self.settings.sandbox)
+        self._sandbox: Any = None  # a SandboxServer when started in-process
+        self._client: httpx.AsyncClient | None = None
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = load_catalog(self.settings.catalog)
+        return self._catalog
+
+    @cached_property
+    def store(self) -> JobStore:
+        return JobStore(self.settings.resolved_database_url())
+
+    @cached_property
+    def storage(self) -> AssetStorage:
+        return AssetStorage(self.settings.resolved_storage_url())
+
+    @property
+    def sandbox(self) -> bool:
+        return self.settings.sandbox
+
+    def sandbox_url(self) -> str:
+        """The sandbox to talk to: ``VIDGATE_SANDBOX_URL``, or one started in this process."""
+        if self.settings.sandbox_url:
+            return self.settings.sandbox_url.rstrip("/")
+        if self._sandbox is None:
+            from vidgate.sandbox.app import SandboxServer
+
+            self._sandbox = SandboxServer(
+                self.settings.sandbox_home(),
+                self.catalog,
+                time_scale=self.settings.sandbox_time_scale,
+            ).start()
+        return str(self._sandbox.url)
+
+    @cached_property
+    def emulated(self) -> frozenset[str]:
+        from vidgate.sandbox.app import emulated_protocols
+
+        return frozenset(emulated_protocols())
+
+    def client(self) -> httpx.AsyncClient:
+        # No transport retries: a create call must go out exactly once (design.md §6).
+        if self._client is None or self._client.is_closed:
+            t = self.settings.http_timeout_s
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(t, connect=min(10.0, t)),
+                transport=httpx.AsyncHTTPTransport(retries=0),
+                follow_redirects=False,
+            )
+        return self._client
+
+    def protocol_for(self, offering: Offering) -> str:
+        if self.sandbox and offering.protocol not in self.emulated:
+            return SANDBOX_FALLBACK_PROTOCOL
+        return offering.protocol
+
+    def _base_url(self, cls: type[Provider], provider: str) -> str | None:
+        if self.sandbox:
+            path = urlsplit(cls.default_base_url).path.rstrip("/")
+            return f"{self.sandbox_url()}/{cls.protocol}{path}"
+        return self.credentials.base_url_override(provider)
+
+    def for_offering(self, offering: Offering) -> Provider:
+        cls = adapter_class(self.protocol_for(offering))
+        return cls(
+            client=self.client(),
+            credentials=self.credentials,
+            base_url=self._base_url(cls, offering.provider),
+        )
+
+    def for_job(self, job: ProviderJob) -> Provider:
+        # Follow-up calls go exactly where the job was created: its stored base URL.
+        cls = adapter_class(job.protocol)
+        return cls(client=self.client(), credentials=self.credentials, base_url=job.base_url)
+
+    def router(self) -> Router:
+        protocols = frozenset(registry())
+        if self.sandbox:
+            protocols = frozenset(o.protocol for o in self.catalog.offerings.values())
+        return Router(
+            RouterEnv(
+                catalog=self.catalog, protocols=protocols, has_credentials=self.credentials.present
+            )
+        )
+
+    def runner(self) -> JobRunner:
+        return JobRunner(
+            store=self.store,
+            storage=self.storage,
+            catalog=self.catalog,
+            adapters=self,
+            client=self.client(),
+            poll_interval_s=self.settings.poll_interval_s,
+            synthetic=self.sandbox,
+        )
+
+    # -- operations ------------------------------------------------------------------------
+
+    def route(
+        self, request: VideoRequest, policy: str = "cheapest", pinned: list[str] | None = None
+    ) -> RoutePlan:
+        return self.router().route(request, policy=policy, pinned=pinned)
+
+    def submit(
+        self,
+        request: VideoRequest,
+        *,
+        policy: str = "cheapest",
+        pinned: list[str] | None = None,
+        tenant: str = "default",
+    ) -> Job:
+        """Route and persist a job (state ``queued``); a worker or :meth:`run` executes it."""
+        plan = self.route(request, policy=policy, pinned=pinned)
+        now = datetime.now(UTC)
+        route = plan.explain()
+        route["ranked"] = [c.offering.id for c in plan.ranked]
+        route["estimates"] = {c.offering.id: c.cost_usd for c in plan.ranked}
+        if self.sandbox:
+            route["served_by"] = {
+                c.offering.id: self.protocol_for(c.offering) for c in plan.ranked[:5]
+            }
+        job = Job(
+            id="job_" + uuid.uuid4().hex[:20],
+            tenant=tenant,
+            state=JobState.QUEUED,
+            request=request,
+            policy=plan.policy,
+            created_at=now,
+            updated_at=now,
+            offering_id=plan.choice.offering.id,
+            route=route,
+            estimated_cost_usd=plan.choice.cost_usd,
+            synthetic=self.sandbox,
+        )
+        return self.store.create(job)
+
+    async def run(self, job_id: str, on_progress: ProgressFn | None = None) -> Job:
+        return await self.runner().run(job_id, on_progress)
+
+    async def generate(
+        self,
+        request: VideoRequest,
+        *,
+        policy: str = "cheapest",
+        pinned: list[str] | None = None,
+        tenant: str = "default",
+        on_progress: ProgressFn | None = None,
+    ) -> Job:
+        job = self.submit(request, policy=policy, pinned=pinned, tenant=tenant)
+        return await self.run(job.id, on_progress)
+
+    def job(self, job_id: str, tenant: str | None = None) -> Job:
+        return self.store.get(job_id, tenant)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.stop()
+            self._sandbox = None
+        if "store" in self.__dict__:
+            self.store.close()
+
+
+def generate(
+    request: VideoRequest,
+    *,
+    sandbox: bool | None = None,
+    policy: str = "cheapest",
+    settings: Settings | None = None,
+) -> Job:
+    """Generate one video synchronously and return the finished job."""
+    s = settings or Settings()
+    if sandbox is not None:
+        s = s.model_copy(update={"sandbox": sandbox})
+    gw = Gateway(s)
+
+    async def _go() -> Job:
+        try:
+            return await gw.generate(request, policy=policy)
+        finally:
+            await gw.aclose()
+
+    try:
+        return asyncio.run(_go())
+    finally:
+        gw.close()

@@ -1,0 +1,1 @@
+"""Provider adapters: one module per wire protocol, discovered by :mod:`vidgate.providers.base`."""

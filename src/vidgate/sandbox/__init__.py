@@ -1,0 +1,1 @@
+"""An offline emulation of the video providers' wire protocols, over real HTTP."""

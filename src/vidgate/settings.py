@@ -1,0 +1,92 @@
+"""Settings, read once at the edge (CLI, server) and passed down explicitly.
+
+All state lives under one data directory (``VIDGATE_HOME``, default ``~/.vidgate``): the
+database, stored assets and the sandbox's own records. Provider credentials are read from the
+providers' usual environment variables by name, only when a call needs them; they are never
+copied into settings objects, job rows, logs or errors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SANDBOX_CREDENTIAL = "sandbox-key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIDGATE_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".vidgate")
+    database_url: str | None = None
+    storage_url: str | None = None
+    #: a YAML file overriding catalog entries (negotiated prices, disabled offerings, extras)
+    catalog: Path | None = None
+
+    sandbox: bool = False
+    #: an already-running sandbox to use instead of starting one in-process
+    sandbox_url: str | None = None
+    #: multiplies every emulated provider latency (0.02: a 65 s Veo job takes 1.3 s)
+    sandbox_time_scale: float = Field(default=0.02, ge=0, le=10)
+
+    #: per-request HTTP timeout towards providers (seconds)
+    http_timeout_s: float = Field(default=60.0, gt=0)
+    #: default polling interval when a provider gives no hint (seconds)
+    poll_interval_s: float = Field(default=2.0, gt=0)
+
+    def resolved_home(self) -> Path:
+        home = self.home.expanduser()
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_home() / 'vidgate.db'}"
+
+    def resolved_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return str(self.resolved_home() / "assets")
+
+    def sandbox_home(self) -> Path:
+        path = self.resolved_home() / "sandbox"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class Credentials:
+    """Reads provider secrets from an environment mapping, by variable name, on demand.
+
+    In sandbox mode every credential reads as a fixed placeholder the sandbox accepts, so no
+    real key can ever be sent to the emulator.
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None, *, sandbox: bool = False) -> None:
+        self._env = env if env is not None else os.environ
+        self.sandbox = sandbox
+
+    def present(self, names: list[str]) -> bool:
+        return self.sandbox or all(self._env.get(n) for n in names)
+
+    def missing(self, names: list[str]) -> list[str]:
+        return [] if self.sandbox else [n for n in names if not self._env.get(n)]
+
+    def get(self, name: str) -> str:
+        if self.sandbox:
+            return SANDBOX_CREDENTIAL
+        value = self._env.get(name)
+        if not value:
+            from vidgate.errors import AuthFailed
+
+            raise AuthFailed(f"credential {name} is not set; export {name}=... to use it")
+        return value
+
+    def base_url_override(self, provider: str) -> str | None:
+        """``VIDGATE_<PROVIDER>_BASE_URL`` points an adapter at a private endpoint."""
+        key = "VIDGATE_" + provider.upper().replace("-", "_") + "_BASE_URL"
+        return self._env.get(key) or None

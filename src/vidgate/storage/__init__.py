@@ -1,0 +1,1 @@
+"""Our own copy of every output: streamed, checksummed, measured."""

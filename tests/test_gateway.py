@@ -1,0 +1,138 @@
+"""The gateway end to end in sandbox mode: route, submit, poll, download, measure, settle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vidgate.catalog.loader import Catalog
+from vidgate.gateway import Gateway
+from vidgate.jobs.store import JobStore
+from vidgate.sandbox.app import SandboxServer
+from vidgate.sandbox.core import FaultConfig, FaultRule
+from vidgate.types import AttemptState, AudioMode, JobState, VideoRequest
+
+
+async def run(gw: Gateway, req: VideoRequest, **kw: object):
+    try:
+        return await gw.generate(req, **kw)  # type: ignore[arg-type]
+    finally:
+        await gw.aclose()
+
+
+async def test_generate_stores_a_measured_asset(gateway: Gateway) -> None:
+    job = await run(gateway, VideoRequest(prompt="a fox", duration_s=5))
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.offering_id == "beta-openai"  # cheapest feasible: $0.25 per 6 s clip
+    assert job.cost_usd == pytest.approx(0.25)
+    assert job.estimated_cost_usd == pytest.approx(0.25)
+    [asset] = job.assets
+    assert asset.synthetic
+    assert (asset.width, asset.height) == (1280, 720)
+    assert asset.duration_s == pytest.approx(5.0)
+    assert asset.frames == 5 * 16  # beta renders at its first listed fps, 16
+    assert not asset.has_audio
+    assert len(asset.sha256) == 64
+    assert Path(asset.uri).stat().st_size == asset.bytes
+    [attempt] = job.attempts
+    assert attempt.state is AttemptState.SUCCEEDED
+    assert attempt.provider_job
+    assert attempt.provider_job["remote_id"].startswith("video_")
+    # the route's explanation is stored on the job
+    assert job.route
+    assert job.route["chosen"]["offering"] == "beta-openai"
+
+
+async def test_required_audio_routes_to_an_audio_offering(gateway: Gateway) -> None:
+    job = await run(
+        gateway, VideoRequest(prompt="dialogue", duration_s=4, audio=AudioMode.REQUIRED)
+    )
+    assert job.offering_id == "alpha-openai"
+    assert job.assets[0].has_audio
+    assert job.assets[0].audio_codec == "aac"
+
+
+async def test_fallback_after_a_refused_create(gateway: Gateway, sandbox: SandboxServer) -> None:
+    sandbox.core.faults = FaultConfig(
+        rules=[FaultRule(kind="unavailable", rate=1.0, model="beta-1")]
+    )
+    job = await run(gateway, VideoRequest(prompt="fallback", duration_s=4))
+    assert job.state is JobState.SUCCEEDED
+    assert [a.offering_id for a in job.attempts] == ["beta-openai", "alpha-openai"]
+    assert job.attempts[0].state is AttemptState.FAILED
+    assert job.attempts[0].error
+    assert job.attempts[0].error["code"] == "provider_unavailable"
+    assert job.attempts[0].cost_usd is None  # nothing was created, nothing billed
+    assert job.cost_usd == pytest.approx(0.40)  # alpha: 4 s x $0.10
+    assert sandbox.core.store.stats()["creates"] == 1
+
+
+async def test_generation_failure_falls_back_and_bills_nothing(gateway, sandbox) -> None:
+    sandbox.core.faults = FaultConfig(rules=[FaultRule(kind="fail", rate=1.0, model="beta-1")])
+    job = await run(gateway, VideoRequest(prompt="x", duration_s=4))
+    assert job.state is JobState.SUCCEEDED
+    assert job.attempts[0].cost_usd == 0.0
+    assert job.cost_usd == pytest.approx(0.40)
+
+
+async def test_fallback_respects_the_remaining_budget(gateway, sandbox) -> None:
+    sandbox.core.faults = FaultConfig(
+        rules=[FaultRule(kind="unavailable", rate=1.0, model="beta-1")]
+    )
+    req = VideoRequest(prompt="x", duration_s=4, constraints={"max_cost_usd": 0.30})
+    job = await run(gateway, req)
+    assert job.state is JobState.FAILED  # alpha ($0.40) is over the $0.30 budget
+    assert [a.offering_id for a in job.attempts] == ["beta-openai"]
+
+
+async def test_content_rejection_is_final(gateway, sandbox) -> None:
+    job = await run(gateway, VideoRequest(prompt="[unsafe] x", duration_s=4))
+    assert job.state is JobState.FAILED
+    assert job.error
+    assert job.error["code"] == "content_rejected"
+    assert len(job.attempts) == 1
+
+
+async def test_ambiguous_create_is_parked_never_resubmitted(tmp_path, mini_catalog, sandbox):
+    from tests.conftest import sandbox_settings
+
+    sandbox.core.faults = FaultConfig(rules=[FaultRule(kind="drop", rate=1.0)], hang_s=3)
+    gw = Gateway(
+        sandbox_settings(tmp_path / "h", sandbox.url, http_timeout_s=0.5), catalog=mini_catalog
+    )
+    try:
+        job = await run(gw, VideoRequest(prompt="x", duration_s=4))
+        assert job.state is JobState.NEEDS_RECONCILIATION
+        assert job.attempts[-1].state is AttemptState.AMBIGUOUS
+        assert sandbox.core.store.stats()["creates"] == 1
+        # Running it again must not send another create.
+        again = await gw.run(job.id)
+        assert again.state is JobState.NEEDS_RECONCILIATION
+        assert sandbox.core.store.stats()["creates"] == 1
+    finally:
+        await gw.aclose()
+        gw.close()
+
+
+async def test_jobs_persist_across_store_instances(gateway: Gateway) -> None:
+    job = await run(gateway, VideoRequest(prompt="persist", duration_s=4))
+    other = JobStore(gateway.settings.resolved_database_url())
+    try:
+        again = other.get(job.id)
+        assert again == job
+        assert [j.id for j in other.list(state=JobState.SUCCEEDED)] == [job.id]
+    finally:
+        other.close()
+
+
+async def test_in_process_sandbox_starts_when_no_url(tmp_path, mini_catalog: Catalog) -> None:
+    from tests.conftest import sandbox_settings
+
+    gw = Gateway(sandbox_settings(tmp_path / "h"), catalog=mini_catalog)
+    try:
+        job = await run(gw, VideoRequest(prompt="inline", duration_s=4))
+        assert job.state is JobState.SUCCEEDED
+        assert (tmp_path / "h" / "sandbox" / "sandbox.db").exists()
+    finally:
+        gw.close()
