@@ -136,3 +136,76 @@ async def test_in_process_sandbox_starts_when_no_url(tmp_path, mini_catalog: Cat
         assert (tmp_path / "h" / "sandbox" / "sandbox.db").exists()
     finally:
         gw.close()
+
+
+async def test_content_rejection_falls_back_to_another_vendor_when_allowed(gateway) -> None:
+    req = VideoRequest(prompt="[unsafe] x", duration_s=4, fallback_on_content_rejection=True)
+    job = await run(gateway, req)
+    assert job.state is JobState.FAILED
+    assert [a.offering_id for a in job.attempts] == ["beta-openai", "alpha-openai"]
+    vendors = {
+        gateway.catalog.model_of(gateway.catalog.offering(a.offering_id)).vendor
+        for a in job.attempts
+    }
+    assert len(vendors) == 2
+
+
+def breaker_gateway(tmp_path, mini_catalog, sandbox, **kw) -> Gateway:
+    from tests.conftest import sandbox_settings
+
+    return Gateway(
+        sandbox_settings(
+            tmp_path / "b",
+            sandbox.url,
+            breaker_min_calls=1,
+            breaker_failure_ratio=1.0,
+            breaker_open_s=300,
+            **kw,
+        ),
+        catalog=mini_catalog,
+    )
+
+
+async def test_open_breaker_removes_an_offering_from_routing(
+    tmp_path, mini_catalog, sandbox
+) -> None:
+    gw = breaker_gateway(tmp_path, mini_catalog, sandbox)
+    try:
+        sandbox.core.faults = FaultConfig(rules=[FaultRule(kind="fail", rate=1.0, model="beta-1")])
+        first = await run(gw, VideoRequest(prompt="one", duration_s=4))
+        assert [a.offering_id for a in first.attempts] == ["beta-openai", "alpha-openai"]
+        # beta's breaker is now open: the next request is routed straight to alpha
+        plan = gw.route(VideoRequest(prompt="two", duration_s=4))
+        assert [c.offering.id for c in plan.ranked] == ["alpha-openai"]
+        [beta] = [c for c in plan.rejected if c.offering.id == "beta-openai"]
+        assert any("circuit open" in r.message for r in beta.rejections)
+    finally:
+        gw.close()
+
+
+async def test_retry_after_cools_down_the_whole_provider(tmp_path, mini_catalog, sandbox) -> None:
+    gw = breaker_gateway(tmp_path, mini_catalog, sandbox)
+    try:
+        sandbox.core.faults = FaultConfig(
+            rules=[FaultRule(kind="rate_limit", rate=1.0, model="beta-1", retry_after_s=120)]
+        )
+        job = await run(gw, VideoRequest(prompt="one", duration_s=4))
+        assert job.attempts[0].error
+        assert job.attempts[0].error["code"] == "rate_limited"
+        assert job.state is JobState.SUCCEEDED  # fell back to alpha
+        why = gw.health.blocked("beta-openai", "compat")
+        assert why is not None
+        assert why.startswith("provider compat: circuit open for 1")  # ~120 s
+    finally:
+        gw.close()
+
+
+async def test_fallback_follows_the_ranked_order(gateway, sandbox) -> None:
+    sandbox.core.faults = FaultConfig(rules=[FaultRule(kind="unavailable", rate=1.0)])
+    req = VideoRequest(prompt="x", duration_s=4)
+    job = await run(gateway, req)
+    ranked = job.route["ranked"]  # type: ignore[index]
+    assert [a.offering_id for a in job.attempts] == ranked
+    assert job.state is JobState.FAILED
+    assert job.error
+    assert job.error["code"] == "provider_unavailable"

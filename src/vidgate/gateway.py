@@ -23,7 +23,10 @@ from vidgate.catalog.schema import Offering
 from vidgate.jobs.runner import JobRunner, ProgressFn
 from vidgate.jobs.store import JobStore
 from vidgate.providers.base import Provider, ProviderJob, adapter_class, registry
+from vidgate.routing.health import BreakerConfig, Health
+from vidgate.routing.ratelimit import RateLimits, credential_id
 from vidgate.routing.router import RoutePlan, Router, RouterEnv
+from vidgate.routing.stats import LearnedStats
 from vidgate.settings import Credentials, Settings
 from vidgate.storage.assets import AssetStorage
 from vidgate.types import Job, JobState, VideoRequest
@@ -122,15 +125,78 @@ class Gateway:
         cls = adapter_class(job.protocol)
         return cls(client=self.client(), credentials=self.credentials, base_url=job.base_url)
 
-    def router(self) -> Router:
+    @cached_property
+    def health(self) -> Health:
+        s = self.settings
+        return Health(
+            BreakerConfig(
+                window=s.breaker_window,
+                min_calls=s.breaker_min_calls,
+                failure_ratio=s.breaker_failure_ratio,
+                open_s=s.breaker_open_s,
+                max_probes=s.breaker_max_probes,
+            )
+        )
+
+    @cached_property
+    def ratelimits(self) -> RateLimits:
+        limits = {p: i.rate_limit for p, i in self.catalog.providers.items() if i.rate_limit}
+        return RateLimits(limits, storage_url=self.settings.redis_url or "memory://")
+
+    def credential_key(self, provider: str) -> str:
+        """Which credential a provider's calls use, as a hash (rate limits are per key)."""
+        names = next(
+            (
+                o.credential_env
+                for o in self.catalog.offerings.values()
+                if o.provider == provider and o.credential_env
+            ),
+            [],
+        )
+        present = bool(names) and self.credentials.present(names)
+        secret = "|".join(self.credentials.get(n) for n in names) if present else "none"
+        return credential_id(provider, secret)
+
+    def headroom(self, provider: str) -> bool:
+        return self.ratelimits.headroom(provider, self.credential_key(provider))
+
+    def take_slot(self, offering: Offering) -> bool:
+        return self.ratelimits.take(offering.provider, self.credential_key(offering.provider))
+
+    @cached_property
+    def stats(self) -> LearnedStats:
+        return LearnedStats(min_samples=self.settings.learn_min_samples)
+
+    def refresh_stats(self, recent: int = 5000) -> LearnedStats:
+        """Re-learn latency and failure statistics from the most recent jobs."""
+        learned = LearnedStats.from_jobs(
+            self.store.list(limit=recent),
+            self.catalog,
+            min_samples=self.settings.learn_min_samples,
+        )
+        self.stats.stats = learned.stats
+        return self.stats
+
+    @cached_property
+    def _router(self) -> Router:
         protocols = frozenset(registry())
         if self.sandbox:
             protocols = frozenset(o.protocol for o in self.catalog.offerings.values())
+        self.refresh_stats()
         return Router(
             RouterEnv(
-                catalog=self.catalog, protocols=protocols, has_credentials=self.credentials.present
+                catalog=self.catalog,
+                protocols=protocols,
+                has_credentials=self.credentials.present,
+                health=self.health,
+                headroom=self.headroom,
+                stats=self.stats,
             )
         )
+
+    def router(self) -> Router:
+        """One router per gateway: it keeps compiled offerings and per-shape caches."""
+        return self._router
 
     def runner(self) -> JobRunner:
         return JobRunner(
@@ -141,6 +207,8 @@ class Gateway:
             client=self.client(),
             poll_interval_s=self.settings.poll_interval_s,
             synthetic=self.sandbox,
+            health=self.health,
+            take_slot=self.take_slot,
         )
 
     # -- operations ------------------------------------------------------------------------

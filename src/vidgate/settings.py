@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     #: default polling interval when a provider gives no hint (seconds)
     poll_interval_s: float = Field(default=2.0, gt=0)
 
+    #: Redis URL shared by gateway processes (rate-limit windows); memory when unset
+    redis_url: str | None = None
+    #: circuit breakers: outcomes remembered, minimum calls and failure ratio to open,
+    #: seconds open before half-open probes, probes allowed at once
+    breaker_window: int = Field(default=20, ge=1)
+    breaker_min_calls: int = Field(default=5, ge=1)
+    breaker_failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    breaker_open_s: float = Field(default=30.0, ge=0)
+    breaker_max_probes: int = Field(default=1, ge=1)
+    #: finished attempts an offering needs before learned latency replaces the catalog's
+    learn_min_samples: int = Field(default=20, ge=1)
+
     def resolved_home(self) -> Path:
         home = self.home.expanduser()
         home.mkdir(parents=True, exist_ok=True)

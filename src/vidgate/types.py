@@ -202,6 +202,20 @@ class Constraints(_Strict):
         return [j.strip().upper() for j in v] if v is not None else None
 
 
+class PolicyWeights(_Strict):
+    """Weights of the balanced policy's utility (normalised quality, cost and latency)."""
+
+    quality: Annotated[float, Field(ge=0, le=1)] = 0.4
+    cost: Annotated[float, Field(ge=0, le=1)] = 0.4
+    latency: Annotated[float, Field(ge=0, le=1)] = 0.2
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> PolicyWeights:
+        if self.quality + self.cost + self.latency <= 0:
+            raise ValueError("policy weights cannot all be zero")
+        return self
+
+
 class VideoRequest(_Strict):
     """What the user wants. Provider-neutral; the router maps it onto offerings."""
 
@@ -221,6 +235,13 @@ class VideoRequest(_Strict):
     )
     quality: QualityTier | None = None
     constraints: Constraints = Field(default_factory=Constraints)
+    #: what the content is (dialogue, human-motion, stylized, product, multi-shot...): ranks
+    #: offerings whose models are strong at it higher (balanced and best-quality policies)
+    hints: Annotated[list[str], Field(max_length=8)] = Field(default_factory=list)
+    #: weights for the balanced policy; the tenant's or the defaults when unset
+    weights: PolicyWeights | None = None
+    #: after a moderation refusal, try the next offering from a *different* vendor
+    fallback_on_content_rejection: bool = False
     #: provider-specific options, namespaced by provider: {"runway": {"watermark": false}}
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metadata: dict[str, str] = Field(default_factory=dict)
@@ -231,6 +252,14 @@ class VideoRequest(_Strict):
         if not v.strip():
             raise ValueError("prompt is blank; describe the video to generate")
         return v
+
+    @field_validator("hints")
+    @classmethod
+    def _hints(cls, v: list[str]) -> list[str]:
+        out = [h.strip().lower() for h in v]
+        if any(not h or len(h) > 32 for h in out):
+            raise ValueError("hints are short words such as dialogue or human-motion")
+        return out
 
     @field_validator("aspect_ratio")
     @classmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class Catalog:
             if o.model not in self.models:
                 raise ConfigError(f"catalog: offering {o.id!r} names unknown model {o.model!r}")
             self.offerings[o.id] = o
+        self.hints = dict(data.hints)
+        self.providers = dict(data.providers)
         self.by_model: dict[str, list[Offering]] = {m: [] for m in self.models}
         for o in data.offerings:
             self.by_model[o.model].append(o)
@@ -90,6 +93,8 @@ def package_data() -> dict[str, Any]:
     root = resources.files("vidgate.catalog") / "data"
     try:
         models = _read_yaml((root / "models.yaml").read_text("utf-8"), "models.yaml")
+        hints = _read_yaml((root / "hints.yaml").read_text("utf-8"), "hints.yaml")
+        providers = _read_yaml((root / "providers.yaml").read_text("utf-8"), "providers.yaml")
         offerings: list[Any] = []
         for entry in sorted((root / "offerings").iterdir(), key=lambda p: p.name):
             if entry.name.endswith(".yaml"):
@@ -97,7 +102,12 @@ def package_data() -> dict[str, Any]:
                 offerings.extend(doc.get("offerings", []) if doc else [])
     except OSError as e:
         raise ConfigError(f"the packaged catalog is missing or unreadable: {e}") from None
-    return {"models": (models or {}).get("models", []), "offerings": offerings}
+    return {
+        "models": (models or {}).get("models", []),
+        "offerings": offerings,
+        "hints": (hints or {}).get("hints", {}),
+        "providers": (providers or {}).get("providers", {}),
+    }
 
 
 def catalog_from_yaml(text: str, where: str = "catalog") -> Catalog:
@@ -120,13 +130,21 @@ def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], override: dict[str, Any], where: str) -> dict[str, Any]:
-    unknown = set(override) - {"offerings", "models", "add_offerings", "add_models"}
+    unknown = set(override) - {"offerings", "models", "add_offerings", "add_models", "providers"}
     if unknown:
         raise ConfigError(
             f"{where}: unknown section(s) {sorted(unknown)}; "
-            "use offerings, models, add_offerings, add_models"
+            "use offerings, models, add_offerings, add_models, providers"
         )
-    out = {"models": list(raw["models"]), "offerings": list(raw["offerings"])}
+    models: list[Any] = list(raw["models"])
+    offerings: list[Any] = list(raw["offerings"])
+    providers: dict[str, Any] = dict(raw.get("providers", {}))
+    out: dict[str, Any] = {
+        "models": models,
+        "offerings": offerings,
+        "hints": dict(raw.get("hints", {})),
+        "providers": providers,
+    }
     for section in ("models", "offerings"):
         patches = override.get(section) or {}
         if not isinstance(patches, dict):
@@ -138,8 +156,17 @@ def apply_overrides(raw: dict[str, Any], override: dict[str, Any], where: str) -
                 hint = f" (did you mean {close!r}?)" if close else ""
                 raise ConfigError(f"{where}: {section}.{oid}: no such id to override{hint}")
             out[section][index[oid]] = _deep_merge(out[section][index[oid]], patch or {})
-    out["models"].extend(override.get("add_models") or [])
-    out["offerings"].extend(override.get("add_offerings") or [])
+    for name, patch in (override.get("providers") or {}).items():
+        base = providers.get(name) or {
+            "source": {
+                "doc": "user-config",
+                "section": str(where),
+                "as_of": date.today().isoformat(),
+            }
+        }
+        providers[name] = _deep_merge(base, patch or {})
+    models.extend(override.get("add_models") or [])
+    offerings.extend(override.get("add_offerings") or [])
     return out
 
 

@@ -275,8 +275,25 @@ class Offering(_Data):
         return not (self.available_until and day > self.available_until)
 
 
+class Hint(_Data):
+    """A content hint (e.g. "dialogue") and the model strengths it rewards in ranking."""
+
+    strengths: list[str]
+    source: Source
+
+
+class ProviderInfo(_Data):
+    """Facts shared by all of a provider's offerings."""
+
+    #: requests one credential may send, in the `limits` notation ("30/minute")
+    rate_limit: Annotated[str | None, Field(pattern=r"^\d+\s*/\s*\w+$")] = None
+    source: Source
+
+
 class CatalogData(_Data):
     """The whole catalog as loaded from data files (and user overrides)."""
 
     models: list[Model]
     offerings: list[Offering]
+    hints: dict[str, Hint] = Field(default_factory=dict)
+    providers: dict[str, ProviderInfo] = Field(default_factory=dict)

@@ -27,14 +27,20 @@ from vidgate.catalog.loader import Catalog
 from vidgate.catalog.schema import Offering
 from vidgate.errors import (
     AmbiguousSubmission,
+    AuthFailed,
+    CapabilityMismatch,
+    ContentRejected,
+    InvalidRequest,
     ProviderTimeout,
     ProviderUnavailable,
+    QuotaExhausted,
     RateLimited,
     RetryableError,
     VidgateError,
 )
 from vidgate.jobs.store import JobStore
 from vidgate.providers.base import Provider, ProviderJob, RemoteAsset, RemoteState
+from vidgate.routing.health import Health
 from vidgate.storage.assets import AssetStorage
 from vidgate.storage.media import probe
 from vidgate.types import Asset, Attempt, AttemptState, Job, JobState
@@ -67,6 +73,8 @@ class JobRunner:
         client: httpx.AsyncClient,
         poll_interval_s: float = 2.0,
         synthetic: bool = False,
+        health: Health | None = None,
+        take_slot: Callable[[Offering], bool] | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
@@ -75,6 +83,42 @@ class JobRunner:
         self.client = client
         self.poll_interval_s = poll_interval_s
         self.synthetic = synthetic
+        self.health = health
+        self.take_slot = take_slot
+
+    def _health(self, offering_id: str, err: VidgateError | None, *, at_create: bool) -> None:
+        """Feed an attempt's outcome to the breakers. A refusal of the request itself
+        (moderation, invalid input) says the provider is healthy; a refused create, a 429,
+        or a credential problem counts against the whole provider."""
+        if self.health is None:
+            return
+        offering = self.catalog.offerings.get(offering_id)
+        if offering is None:
+            return
+        if err is None or isinstance(err, ContentRejected | InvalidRequest | CapabilityMismatch):
+            self.health.record(offering.id, offering.provider, True)
+            return
+        provider_wide = at_create or isinstance(err, RateLimited | AuthFailed | QuotaExhausted)
+        self.health.record(
+            offering.id,
+            offering.provider,
+            False,
+            retry_after=getattr(err, "retry_after", None),
+            reason=err.code,
+            provider_wide=provider_wide,
+        )
+
+    def _usable(self, job: Job, offering: Offering) -> str | None:
+        """Why this offering cannot take an attempt right now (breaker, rate limit), or None."""
+        if self.health is not None:
+            why = self.health.blocked(offering.id, offering.provider)
+            if why is not None:
+                return why
+        if self.take_slot is not None and not self.take_slot(offering):
+            return f"rate limit for {offering.provider} reached"
+        if self.health is not None and not self.health.acquire(offering.id, offering.provider):
+            return "circuit half-open: probe already in flight"
+        return None
 
     async def _emit(self, job: Job, on_progress: ProgressFn | None) -> None:
         if on_progress is not None:
@@ -120,10 +164,13 @@ class JobRunner:
                 ),
             )
 
+        rejected_vendors: set[str] = set()
         for offering_id in ranked:
             if offering_id in tried:
                 continue
             offering = self.catalog.offering(offering_id)
+            if self.catalog.model_of(offering).vendor in rejected_vendors:
+                continue  # moderation refused this vendor's model: try another vendor
             estimate = float(job.route["estimates"][offering_id])  # type: ignore[index]
             budget = job.request.constraints.max_cost_usd
             if budget is not None and spent + estimate > budget + 1e-9:
@@ -131,6 +178,12 @@ class JobRunner:
             deadline = job.request.constraints.deadline
             if deadline is not None and _now() >= deadline:
                 break
+            busy = self._usable(job, offering)
+            if busy is not None:
+                (job.route or {}).setdefault("skipped", []).append(
+                    {"offering": offering.id, "why": busy}
+                )
+                continue
             adapter = self.adapters.for_offering(offering)
             attempt = Attempt(
                 n=len(job.attempts) + 1,
@@ -154,15 +207,22 @@ class JobRunner:
                 job.attempts[-1].state = AttemptState.AMBIGUOUS
                 job.attempts[-1].error = e.to_dict()
                 job.attempts[-1].ended_at = _now()
+                self._health(offering.id, e, at_create=True)
                 return self._park(job, e)
             except VidgateError as e:
                 job.attempts[-1].state = AttemptState.FAILED
                 job.attempts[-1].error = e.to_dict()
                 job.attempts[-1].ended_at = _now()
                 job = self.store.save(job)
+                self._health(offering.id, e, at_create=True)
                 last_error = e
-                if e.retryable:
-                    continue  # nothing was created: the next offering is safe to try
+                if e.retryable or isinstance(e, CapabilityMismatch):
+                    # Nothing was created (a refusal, or the adapter's own pre-call check of
+                    # what its wire can express): the next offering is safe to try.
+                    continue
+                if self._vendor_fallback(job, e):
+                    rejected_vendors.add(self.catalog.model_of(offering).vendor)
+                    continue
                 return self._fail(job, e)
             job.attempts[-1].provider_job = pj.model_dump(mode="json")
             job.attempts[-1].state = AttemptState.SUBMITTED
@@ -173,6 +233,8 @@ class JobRunner:
                 return self.store.get(job.id)
             job = self.store.get(job.id)
             last_error = err
+            if err is not None and self._vendor_fallback(job, err):
+                rejected_vendors.add(self.catalog.model_of(offering).vendor)
             spent = sum(a.cost_usd or 0.0 for a in job.attempts)
 
         return self._fail(
@@ -182,6 +244,11 @@ class JobRunner:
                 "every ranked offering was tried or is over the remaining budget/deadline"
             ),
         )
+
+    @staticmethod
+    def _vendor_fallback(job: Job, err: VidgateError) -> bool:
+        """Moderation refusals are final unless the request allows another vendor."""
+        return isinstance(err, ContentRejected) and job.request.fallback_on_content_rejection
 
     # -- one attempt -----------------------------------------------------------------------
 
@@ -226,6 +293,7 @@ class JobRunner:
                 return self._attempt_failed(job, idx, e)
 
             if status.state is RemoteState.SUCCEEDED:
+                self._health(attempt.offering_id, None, at_create=False)
                 try:
                     await self._download(job, idx, adapter, pj, on_progress)
                 except VidgateError as e:
@@ -240,6 +308,7 @@ class JobRunner:
                 err = status.error or ProviderUnavailable(f"remote job failed ({status.raw})")
                 return self._attempt_failed(job, idx, err)
             if status.state is RemoteState.CANCELED:
+                self._health(attempt.offering_id, None, at_create=False)
                 job.attempts[idx].state = AttemptState.CANCELED
                 job.attempts[idx].ended_at = _now()
                 job.finished_at = _now()
@@ -262,7 +331,8 @@ class JobRunner:
         job.attempts[idx].error = err.to_dict()
         job.attempts[idx].ended_at = _now()
         job.attempts[idx].cost_usd = 0.0  # providers do not bill failed generations
-        if isinstance(err, RetryableError):
+        self._health(job.attempts[idx].offering_id, err, at_create=False)
+        if isinstance(err, RetryableError) or self._vendor_fallback(job, err):
             self.store.save(job)
             return False, err
         self._fail(job, err)
