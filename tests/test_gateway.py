@@ -63,7 +63,12 @@ async def test_fallback_after_a_refused_create(gateway: Gateway, sandbox: Sandbo
     assert job.attempts[0].state is AttemptState.FAILED
     assert job.attempts[0].error
     assert job.attempts[0].error["code"] == "provider_unavailable"
-    assert job.attempts[0].cost_usd is None  # nothing was created, nothing billed
+    assert job.attempts[0].cost_usd == 0.0  # nothing was created, nothing billed
+    rows = gateway.store.ledger(job_id=job.id)
+    assert [(r["attempt_n"], r["kind"], r["amount_usd"]) for r in rows] == [
+        (1, "void", 0.0),
+        (2, "charge", pytest.approx(0.40)),
+    ]
     assert job.cost_usd == pytest.approx(0.40)  # alpha: 4 s x $0.10
     assert sandbox.core.store.stats()["creates"] == 1
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime
 from functools import cached_property
@@ -20,8 +21,11 @@ import httpx
 
 from vidgate.catalog.loader import Catalog, load_catalog
 from vidgate.catalog.schema import Offering
-from vidgate.jobs.runner import JobRunner, ProgressFn
-from vidgate.jobs.store import JobStore
+from vidgate.errors import InvalidRequest
+from vidgate.jobs.driver import ProgressFn
+from vidgate.jobs.store import JobStore, request_hash
+from vidgate.jobs.worker import Worker, WorkerConfig
+from vidgate.net.ssrf import SafeFetcher
 from vidgate.providers.base import Provider, ProviderJob, adapter_class, registry
 from vidgate.routing.health import BreakerConfig, Health
 from vidgate.routing.ratelimit import RateLimits, credential_id
@@ -75,14 +79,33 @@ class Gateway:
         if self.settings.sandbox_url:
             return self.settings.sandbox_url.rstrip("/")
         if self._sandbox is None:
-            from vidgate.sandbox.app import SandboxServer
-
-            self._sandbox = SandboxServer(
-                self.settings.sandbox_home(),
-                self.catalog,
-                time_scale=self.settings.sandbox_time_scale,
-            ).start()
+            self._sandbox = self._start_sandbox()
         return str(self._sandbox.url)
+
+    def _start_sandbox(self) -> Any:
+        """Start the in-process sandbox, on the port it had last time when that is free:
+        jobs pin their provider's URL, so a restarted process must find the sandbox (and its
+        durable records) where it left them."""
+        from vidgate.sandbox.app import SandboxServer
+
+        home = self.settings.sandbox_home()
+        port_file = home / "port"
+        ports = [0]
+        if port_file.exists():
+            with contextlib.suppress(ValueError):
+                ports.insert(0, int(port_file.read_text().strip()))
+        last: BaseException | None = None
+        for port in ports:
+            try:
+                server = SandboxServer(
+                    home, self.catalog, port=port, time_scale=self.settings.sandbox_time_scale
+                ).start()
+            except (OSError, RuntimeError, SystemExit) as e:
+                last = e
+                continue
+            port_file.write_text(str(server.url.rsplit(":", 1)[1]))
+            return server
+        raise RuntimeError(f"could not start the sandbox: {last}")
 
     @cached_property
     def emulated(self) -> frozenset[str]:
@@ -198,18 +221,20 @@ class Gateway:
         """One router per gateway: it keeps compiled offerings and per-shape caches."""
         return self._router
 
-    def runner(self) -> JobRunner:
-        return JobRunner(
-            store=self.store,
-            storage=self.storage,
-            catalog=self.catalog,
-            adapters=self,
-            client=self.client(),
-            poll_interval_s=self.settings.poll_interval_s,
-            synthetic=self.sandbox,
-            health=self.health,
-            take_slot=self.take_slot,
-        )
+    def fetcher(self) -> SafeFetcher:
+        """The SSRF-safe fetcher for user-supplied URLs (webhooks, references)."""
+        return SafeFetcher(self.client(), allow_hosts=self.settings.allow_hosts())
+
+    def webhook_secret(self) -> str:
+        if self.settings.webhook_secret:
+            return self.settings.webhook_secret
+        path = self.settings.resolved_home() / "webhook_secret"
+        if not path.exists():
+            from vidgate.jobs.webhooks import new_secret
+
+            path.write_text(new_secret())
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     # -- operations ------------------------------------------------------------------------
 
@@ -225,8 +250,15 @@ class Gateway:
         policy: str = "cheapest",
         pinned: list[str] | None = None,
         tenant: str = "default",
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
     ) -> Job:
-        """Route and persist a job (state ``queued``); a worker or :meth:`run` executes it."""
+        """Route and persist a job (state ``queued``); a worker or :meth:`run` executes it.
+
+        With an ``idempotency_key`` (scoped to the tenant) a repeat returns the job the
+        first call made; the same key with a different request is an error."""
+        if webhook_url is not None and not webhook_url.startswith(("https://", "http://")):
+            raise InvalidRequest(f"webhook url {webhook_url!r} must be http(s)://")
         plan = self.route(request, policy=policy, pinned=pinned)
         now = datetime.now(UTC)
         route = plan.explain()
@@ -248,11 +280,83 @@ class Gateway:
             route=route,
             estimated_cost_usd=plan.choice.cost_usd,
             synthetic=self.sandbox,
+            webhook_url=webhook_url,
         )
-        return self.store.create(job)
+        fingerprint = request_hash(
+            request, {"policy": policy, "pinned": pinned, "webhook": webhook_url}
+        )
+        stored, _created = self.store.create(
+            job, idempotency_key=idempotency_key, fingerprint=fingerprint
+        )
+        return stored
+
+    def worker(self, config: WorkerConfig | None = None, **kw: Any) -> Worker:
+        return Worker(self, config, **kw)
 
     async def run(self, job_id: str, on_progress: ProgressFn | None = None) -> Job:
-        return await self.runner().run(job_id, on_progress)
+        """Drive one job here and now (an inline worker for it), or, when a worker
+        elsewhere holds it, wait for that worker to finish it."""
+        worker = self.worker(
+            WorkerConfig(concurrency=1, deliver_webhooks=False),
+            only_job=job_id,
+            on_progress=on_progress,
+        )
+        task = asyncio.create_task(worker.run())
+        try:
+            while not task.done():
+                await asyncio.sleep(0.05)
+                if job_id not in worker.held and job_id not in worker.finished:
+                    job = await asyncio.to_thread(self.store.get, job_id)
+                    if job.state.terminal:
+                        break
+            worker.stop()
+            await task
+        finally:
+            worker.stop()
+        # Hand this job's webhook events to the receiver now rather than at the next worker.
+        from vidgate.jobs.webhooks import Deliverer
+
+        await Deliverer(
+            self.store,
+            self.fetcher(),
+            default_secret=self.webhook_secret(),
+            schedule=self.settings.webhook_schedule(),
+        ).run_once()
+        return await asyncio.to_thread(self.store.get, job_id)
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        on_progress: ProgressFn | None = None,
+        tenant: str | None = None,
+    ) -> Job:
+        """Wait for a job another worker runs; returns it once terminal (or at timeout)."""
+        loop = asyncio.get_running_loop()
+        until = None if timeout_s is None else loop.time() + timeout_s
+        last: tuple[object, ...] | None = None
+        while True:
+            job = await asyncio.to_thread(self.store.get, job_id, tenant)
+            key = (job.state, job.progress)
+            if key != last and on_progress is not None:
+                res = on_progress(job)
+                if res is not None:
+                    await res
+            last = key
+            if job.state.terminal or (until is not None and loop.time() >= until):
+                return job
+            await asyncio.sleep(0.25)
+
+    async def cancel(self, job_id: str, tenant: str | None = None) -> Job:
+        """Cancel a job: remotely where the provider can, and in any case on our side."""
+        job = await asyncio.to_thread(self.store.get, job_id, tenant)
+        if job.state.terminal:
+            return job
+        await asyncio.to_thread(self.store.request_cancel, job_id, tenant)
+        if not await asyncio.to_thread(self.store.live_workers):
+            return await self.run(job_id)  # nobody else will act on the flag: do it here
+        return await self.wait(job_id, timeout_s=60, tenant=tenant)
 
     async def generate(
         self,
@@ -264,7 +368,13 @@ class Gateway:
         on_progress: ProgressFn | None = None,
     ) -> Job:
         job = self.submit(request, policy=policy, pinned=pinned, tenant=tenant)
-        return await self.run(job.id, on_progress)
+        return await self.complete(job.id, on_progress)
+
+    async def complete(self, job_id: str, on_progress: ProgressFn | None = None) -> Job:
+        """Wait for a running worker to finish the job, or run it inline if none is up."""
+        if await asyncio.to_thread(self.store.live_workers):
+            return await self.wait(job_id, on_progress=on_progress)
+        return await self.run(job_id, on_progress)
 
     def job(self, job_id: str, tenant: str | None = None) -> Job:
         return self.store.get(job_id, tenant)

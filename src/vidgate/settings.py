@@ -50,6 +50,28 @@ class Settings(BaseSettings):
     #: finished attempts an offering needs before learned latency replaces the catalog's
     learn_min_samples: int = Field(default=20, ge=1)
 
+    #: Standard Webhooks signing secret for per-job webhook URLs (whsec_...); generated and
+    #: kept in VIDGATE_HOME when unset
+    webhook_secret: str | None = None
+    #: seconds before each webhook retry, comma-separated (Standard Webhooks' schedule)
+    webhook_retry_schedule_s: str = "5,300,1800,7200,18000,36000,36000"
+    #: hosts ("host" or "host:port") exempt from SSRF checks: a development receiver on
+    #: loopback. Never set this in production.
+    ssrf_allow_hosts: str = ""
+
+    def webhook_schedule(self) -> tuple[float, ...]:
+        try:
+            return tuple(float(x) for x in self.webhook_retry_schedule_s.split(",") if x.strip())
+        except ValueError:
+            from vidgate.errors import ConfigError
+
+            raise ConfigError(
+                "VIDGATE_WEBHOOK_RETRY_SCHEDULE_S must be comma-separated seconds"
+            ) from None
+
+    def allow_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip() for h in self.ssrf_allow_hosts.split(",") if h.strip())
+
     def resolved_home(self) -> Path:
         home = self.home.expanduser()
         home.mkdir(parents=True, exist_ok=True)

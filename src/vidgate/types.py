@@ -189,12 +189,17 @@ class Constraints(_Strict):
     #: which latency percentile must fit under ``max_latency_s``
     latency_percentile: LatencyPercentile = LatencyPercentile.P90
     deadline: datetime | None = None
+    #: give up on an attempt (cancel it, try the next offering) if the provider shows no
+    #: progress within this many seconds of accepting it
+    first_progress_s: Annotated[float | None, Field(gt=0, le=86_400)] = None
     allowed_providers: list[str] | None = None
     blocked_providers: list[str] = Field(default_factory=list)
     #: ISO country codes of the model vendor's home jurisdiction (e.g. US, CN, GB)
     allowed_jurisdictions: list[str] | None = None
     open_weights_only: bool = False
     commercial_use_required: bool = False
+    #: model strengths that must all be present (e.g. ["multi-shot"]), from catalog data
+    required_strengths: Annotated[list[str], Field(max_length=8)] = Field(default_factory=list)
 
     @field_validator("allowed_jurisdictions")
     @classmethod
@@ -409,6 +414,8 @@ class Job(BaseModel):
     error: dict[str, Any] | None = None
     synthetic: bool = False
     finished_at: datetime | None = None
+    #: where to POST this job's state-change events (Standard Webhooks signed)
+    webhook_url: str | None = None
 
     @property
     def latency_s(self) -> float | None:

@@ -54,6 +54,8 @@ def oracle_ok(req: VideoRequest, o: Offering, now: datetime, creds: set[str]) ->
         return False
     if req.audio is AudioMode.REQUIRED and caps.audio == "never":
         return False
+    if req.negative_prompt and not caps.negative_prompt:
+        return False
     roles = {r.role for r in req.references}
     if not roles <= set(caps.reference_roles) or len(req.references) > caps.max_references:
         return False
@@ -68,6 +70,8 @@ def oracle_ok(req: VideoRequest, o: Offering, now: datetime, creds: set[str]) ->
     if c.open_weights_only and not m.open_weights:
         return False
     if c.commercial_use_required and m.commercial_use is not True:
+        return False
+    if not set(c.required_strengths) <= set(m.quality.strengths):
         return False
     cost = estimate_cost(req, o)
     if cost is None or (c.max_cost_usd is not None and cost > c.max_cost_usd + 1e-9):
@@ -109,9 +113,11 @@ def draw_scenario(draw: Draw) -> tuple[VideoRequest, datetime, set[str]]:
         "allowed_jurisdictions": maybe(lambda: draw.choice([["US"], ["CN"], ["US", "IL"]])),
         "open_weights_only": draw.coin(),
         "commercial_use_required": draw.coin(),
+        "required_strengths": draw.subset(["audio", "multi-shot", "cost", "speed"], 1),
     }
     req = VideoRequest(
         prompt="p",
+        negative_prompt=maybe(lambda: "blurry"),
         mode=mode,
         references=refs,
         duration_s=draw.choice([1, 2, 4, 5, 5.5, 6, 8, 9, 10, 12, 15, 20, 25]),

@@ -205,7 +205,7 @@ def _storage_path(gw: Gateway, uri: str) -> str:
 async def _run_with_progress(gw: Gateway, job: Job, *, quiet: bool) -> Job:
     if quiet:
         try:
-            return await gw.run(job.id)
+            return await gw.complete(job.id)
         finally:
             await gw.aclose()
     progress = Progress(
@@ -229,7 +229,7 @@ async def _run_with_progress(gw: Gateway, job: Job, *, quiet: bool) -> Job:
 
     try:
         with progress:
-            return await gw.run(job.id, on_progress=update)
+            return await gw.complete(job.id, on_progress=update)
     finally:
         await gw.aclose()
 

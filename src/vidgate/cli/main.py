@@ -17,7 +17,9 @@ except ImportError:  # pragma: no cover - older typer
 
 from vidgate import __version__
 from vidgate.cli import generate as gen
+from vidgate.cli import jobs as jobs_cli
 from vidgate.cli import models as models_cli
+from vidgate.cli import plan as plan_cli
 from vidgate.cli.common import err_console, print_json, settings_from
 from vidgate.errors import (
     AmbiguousSubmission,
@@ -36,6 +38,14 @@ app = typer.Typer(
 app.add_typer(models_cli.app, name="models")
 app.command("route")(gen.route)
 app.command("generate")(gen.generate)
+app.command("submit")(jobs_cli.submit)
+app.command("worker")(jobs_cli.worker)
+app.command("jobs")(jobs_cli.jobs)
+app.command("job")(jobs_cli.job)
+app.command("wait")(jobs_cli.wait)
+app.command("cancel")(jobs_cli.cancel)
+app.add_typer(plan_cli.app, name="plan")
+app.command("simulate")(plan_cli.simulate)
 
 sandbox_app = typer.Typer(help="The offline provider emulator.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")

@@ -1,82 +1,117 @@
-"""Durable job records (SQLAlchemy Core; SQLite by default, any SQLAlchemy URL otherwise).
+"""The durable job store: jobs, claims with leases and fencing, the outbox and the ledger.
 
-A job is stored as its full JSON document plus the columns we query by. Every save is a
-compare-and-set on ``version``, so two writers can never silently overwrite each other: the
-loser gets :class:`StaleJob` and must reload.
+* **Claims.** A worker claims due jobs; each claim sets the lease owner and expiry and bumps
+  the job's fencing token. On PostgreSQL the candidates are read ``FOR UPDATE SKIP LOCKED``
+  so concurrent workers never contend on the same rows; on SQLite the claim transaction
+  starts with ``BEGIN IMMEDIATE`` (one writer at a time), which gives the same guarantee.
+* **Fenced writes.** Every write a worker makes names the fence it claimed with. Once
+  another worker has claimed the job (a new fence), the stale worker's write matches no row
+  and raises :class:`StaleLease`: it must drop the job.
+* **One transaction per transition.** Webhook events (outbox) and ledger rows are written in
+  the same transaction as the state change they belong to, so neither can be lost or doubled.
+* **Idempotent create.** ``(tenant, idempotency_key)`` is unique: the same key returns the
+  same job; the same key with a different request is an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import builtins
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-    select,
-    update,
-)
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
-from vidgate.errors import NotFound, VidgateError
-from vidgate.types import Job, JobState
-
-metadata = MetaData()
-
-jobs_table = Table(
-    "jobs",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("tenant", String(64), nullable=False, index=True),
-    Column("state", String(32), nullable=False, index=True),
-    Column("offering_id", String(128)),
-    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("version", Integer, nullable=False, default=1),
-    Column("doc", Text, nullable=False),
-)
+from vidgate.errors import InvalidRequest, NotFound, VidgateError
+from vidgate.jobs import db
+from vidgate.types import Job, JobState, VideoRequest
 
 
-class StaleJob(VidgateError):
-    """Someone else saved this job since it was loaded."""
+class StaleLease(VidgateError):
+    """Another worker claimed this job since we did: our writes are void."""
 
-    code = "stale_job"
+    code = "stale_lease"
 
 
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+class IdempotencyConflict(InvalidRequest):
+    """The idempotency key was used before with a different request."""
 
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
+    code = "idempotency_conflict"
+    http_status = 422
 
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def request_hash(request: VideoRequest, extra: dict[str, Any] | None = None) -> str:
+    body = request.model_dump(mode="json")
+    return hashlib.sha256(
+        json.dumps([body, extra or {}], sort_keys=True, default=str).encode()
+    ).hexdigest()
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes even for timezone-aware columns.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@dataclass
+class Claim:
+    """A job this worker holds: the fence it must present on every write."""
+
+    job: Job
+    fence: int
+    owner: str
+    cancel_requested: bool = False
+
+
+@dataclass
+class OutboxEvent:
+    url: str
+    event_type: str
+    payload: dict[str, Any]
+    endpoint_id: str | None = None
+    id: str = field(default_factory=lambda: "msg_" + uuid.uuid4().hex)
+
+
+@dataclass
+class LedgerEntry:
+    attempt_n: int
+    offering_id: str
+    amount_usd: float
+    kind: str = "charge"
+
+
+@dataclass
+class OutboxItem:
+    id: str
+    job_id: str
+    tenant: str
+    endpoint_id: str | None
+    url: str
+    event_type: str
+    payload: str
+    attempts: int
+    created_at: datetime
 
 
 class JobStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        metadata.create_all(self.engine)
-        self._versions: dict[str, int] = {}
+        self.engine = db.make_engine(url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        if migrate:
+            db.upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -86,56 +121,64 @@ class JobStore:
         with self.engine.begin() as conn:
             yield conn
 
-    def create(self, job: Job) -> Job:
+    # -- create and read -------------------------------------------------------------------
+
+    def create(
+        self,
+        job: Job,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Insert a job; with an idempotency key, return (existing job, False) on replay."""
+        fp = fingerprint or request_hash(job.request)
+        values = {
+            "id": job.id,
+            "tenant": job.tenant,
+            "state": job.state.value,
+            "terminal": job.state.terminal,
+            "offering_id": job.offering_id,
+            "idempotency_key": idempotency_key,
+            "request_hash": fp,
+            "created_at": job.created_at,
+            "updated_at": job.updated_at,
+            "version": 1,
+            "fence": 0,
+            "next_run_at": job.created_at,
+            "cancel_requested": False,
+            "doc": job.model_dump_json(),
+        }
+        try:
+            with self._tx() as conn:
+                conn.execute(insert(db.jobs).values(**values))
+            return job, True
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
         with self._tx() as conn:
-            conn.execute(
-                jobs_table.insert().values(
-                    id=job.id,
-                    tenant=job.tenant,
-                    state=job.state.value,
-                    offering_id=job.offering_id,
-                    created_at=job.created_at,
-                    updated_at=job.updated_at,
-                    version=1,
-                    doc=job.model_dump_json(),
+            row = conn.execute(
+                select(db.jobs.c.doc, db.jobs.c.request_hash).where(
+                    db.jobs.c.tenant == job.tenant, db.jobs.c.idempotency_key == idempotency_key
                 )
+            ).first()
+        if row is None:  # pragma: no cover - the row that collided cannot vanish
+            raise VidgateError("idempotency key collided with a job that no longer exists")
+        if row.request_hash != fp:
+            raise IdempotencyConflict(
+                f"idempotency key {idempotency_key!r} was already used with a different "
+                "request; use a new key for a new request"
             )
-        self._versions[job.id] = 1
-        return job
+        return Job.model_validate_json(row.doc), False
 
     def get(self, job_id: str, tenant: str | None = None) -> Job:
-        q = select(jobs_table.c.doc, jobs_table.c.version).where(jobs_table.c.id == job_id)
+        q = select(db.jobs.c.doc).where(db.jobs.c.id == job_id)
         if tenant is not None:
-            q = q.where(jobs_table.c.tenant == tenant)
+            q = q.where(db.jobs.c.tenant == tenant)
         with self._tx() as conn:
             row = conn.execute(q).first()
         if row is None:
             raise NotFound(f"no job {job_id!r}; list jobs with `vidgate jobs`")
-        self._versions[job_id] = row.version
         return Job.model_validate_json(row.doc)
-
-    def save(self, job: Job) -> Job:
-        """Write ``job`` if nobody else changed it since we read it; bump its version."""
-        job.updated_at = datetime.now(UTC)
-        version = self._versions.get(job.id)
-        if version is None:
-            raise StaleJob(f"job {job.id} was not loaded through this store")
-        with self._tx() as conn:
-            res = conn.execute(
-                update(jobs_table)
-                .where(jobs_table.c.id == job.id, jobs_table.c.version == version)
-                .values(
-                    state=job.state.value,
-                    offering_id=job.offering_id,
-                    updated_at=job.updated_at,
-                    version=version + 1,
-                    doc=job.model_dump_json(),
-                )
-            )
-        if res.rowcount != 1:
-            raise StaleJob(f"job {job.id} changed since it was read")
-        self._versions[job.id] = version + 1
-        return job
 
     def list(
         self,
@@ -143,19 +186,367 @@ class JobStore:
         tenant: str | None = None,
         state: JobState | None = None,
         limit: int = 50,
-    ) -> list[Job]:
-        q = select(jobs_table.c.doc).order_by(jobs_table.c.created_at.desc()).limit(limit)
+        before: datetime | None = None,
+    ) -> builtins.list[Job]:
+        q = select(db.jobs.c.doc).order_by(db.jobs.c.created_at.desc()).limit(limit)
         if tenant is not None:
-            q = q.where(jobs_table.c.tenant == tenant)
+            q = q.where(db.jobs.c.tenant == tenant)
         if state is not None:
-            q = q.where(jobs_table.c.state == state.value)
+            q = q.where(db.jobs.c.state == state.value)
+        if before is not None:
+            q = q.where(db.jobs.c.created_at < before)
         with self._tx() as conn:
             rows = conn.execute(q).all()
         return [Job.model_validate_json(r.doc) for r in rows]
 
-    def counts(self) -> dict[str, int]:
-        from sqlalchemy import func
-
-        q = select(jobs_table.c.state, func.count()).group_by(jobs_table.c.state)
+    def counts(self, tenant: str | None = None) -> dict[str, int]:
+        q = select(db.jobs.c.state, func.count()).group_by(db.jobs.c.state)
+        if tenant is not None:
+            q = q.where(db.jobs.c.tenant == tenant)
         with self._tx() as conn:
             return {s: n for s, n in conn.execute(q).all()}
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def claim(
+        self,
+        owner: str,
+        *,
+        limit: int = 10,
+        lease_s: float = 30.0,
+        job_id: str | None = None,
+    ) -> builtins.list[Claim]:
+        """Claim up to ``limit`` due, unleased, non-terminal jobs (or one given job)."""
+        now = _now()
+        j = db.jobs
+        cond = and_(
+            j.c.terminal.is_(False),
+            or_(j.c.lease_until.is_(None), j.c.lease_until < now),
+        )
+        if job_id is not None:
+            cond = and_(cond, j.c.id == job_id)
+        else:
+            cond = and_(cond, j.c.next_run_at <= now)
+        q = select(j.c.id, j.c.fence, j.c.state, j.c.doc, j.c.cancel_requested).where(cond)
+        q = q.order_by(j.c.next_run_at).limit(limit)
+        if self.is_postgres:
+            q = q.with_for_update(skip_locked=True)
+        claims: builtins.list[Claim] = []
+        with self._tx() as conn:
+            for row in conn.execute(q).all():
+                fence = row.fence + 1
+                job = Job.model_validate_json(row.doc)
+                state = row.state
+                if state == JobState.QUEUED.value:
+                    state = JobState.ROUTING.value  # picked up: choosing where to submit
+                    job.state = JobState.ROUTING
+                res = conn.execute(
+                    update(j)
+                    .where(j.c.id == row.id, j.c.fence == row.fence)
+                    .values(
+                        lease_owner=owner,
+                        lease_until=now + timedelta(seconds=lease_s),
+                        fence=fence,
+                        state=state,
+                        doc=job.model_dump_json(),
+                    )
+                )
+                if res.rowcount == 1:
+                    claims.append(Claim(job, fence, owner, bool(row.cancel_requested)))
+        return claims
+
+    def renew(
+        self, owner: str, fences: dict[str, int], lease_s: float = 30.0
+    ) -> dict[str, dict[str, Any]]:
+        """Extend the leases still held; returns {job_id: flags} for those (cancel, hint)."""
+        if not fences:
+            return {}
+        now = _now()
+        j = db.jobs
+        held: dict[str, dict[str, Any]] = {}
+        ids = list(fences)
+        with self._tx() as conn:
+            for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+                rows = conn.execute(
+                    select(j.c.id, j.c.fence, j.c.cancel_requested, j.c.poll_hint_at).where(
+                        j.c.id.in_(chunk), j.c.lease_owner == owner, j.c.terminal.is_(False)
+                    )
+                ).all()
+                mine = [r for r in rows if r.fence == fences[r.id]]
+                if mine:
+                    conn.execute(
+                        update(j)
+                        .where(j.c.id.in_([r.id for r in mine]), j.c.lease_owner == owner)
+                        .values(lease_until=now + timedelta(seconds=lease_s))
+                    )
+                for r in mine:
+                    held[r.id] = {
+                        "cancel_requested": bool(r.cancel_requested),
+                        "poll_hint_at": _utc(r.poll_hint_at),
+                    }
+        return held
+
+    def save(
+        self,
+        claim: Claim,
+        *,
+        next_run_at: datetime | None = None,
+        events: Sequence[OutboxEvent] = (),
+        ledger: Sequence[LedgerEntry] = (),
+        release: bool = False,
+    ) -> Job:
+        """Write the claimed job (fenced) with its events and ledger rows, atomically."""
+        job = claim.job
+        now = _now()
+        job.updated_at = now
+        j = db.jobs
+        values: dict[str, Any] = {
+            "state": job.state.value,
+            "terminal": job.state.terminal,
+            "offering_id": job.offering_id,
+            "updated_at": now,
+            "version": j.c.version + 1,
+            "doc": job.model_dump_json(),
+        }
+        if next_run_at is not None:
+            values["next_run_at"] = next_run_at
+        if release or job.state.terminal:
+            values["lease_owner"] = None
+            values["lease_until"] = None
+        with self._tx() as conn:
+            res = conn.execute(
+                update(j)
+                .where(j.c.id == job.id, j.c.fence == claim.fence, j.c.lease_owner == claim.owner)
+                .values(**values)
+            )
+            if res.rowcount != 1:
+                raise StaleLease(f"job {job.id}: lease lost (fence {claim.fence})")
+            for ev in events:
+                conn.execute(
+                    insert(db.outbox).values(
+                        id=ev.id,
+                        job_id=job.id,
+                        tenant=job.tenant,
+                        endpoint_id=ev.endpoint_id,
+                        url=ev.url,
+                        event_type=ev.event_type,
+                        payload=json.dumps(ev.payload, default=str),
+                        created_at=now,
+                        state="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                    )
+                )
+            for le in ledger:
+                conn.execute(
+                    insert(db.ledger).values(
+                        job_id=job.id,
+                        attempt_n=le.attempt_n,
+                        tenant=job.tenant,
+                        offering_id=le.offering_id,
+                        kind=le.kind,
+                        amount_usd=le.amount_usd,
+                        created_at=now,
+                    )
+                )
+        if release or job.state.terminal:
+            claim.owner = ""  # further writes through this claim are stale by construction
+        return job
+
+    def request_cancel(self, job_id: str, tenant: str | None = None) -> Job:
+        """Flag a job for cancellation; its worker acts on it at its next heartbeat."""
+        j = db.jobs
+        cond = [j.c.id == job_id]
+        if tenant is not None:
+            cond.append(j.c.tenant == tenant)
+        with self._tx() as conn:
+            res = conn.execute(
+                update(j).where(*cond).values(cancel_requested=True, next_run_at=_now())
+            )
+        if res.rowcount != 1:
+            raise NotFound(f"no job {job_id!r}")
+        return self.get(job_id, tenant)
+
+    def hint_poll(self, job_id: str) -> bool:
+        """A provider callback says something changed: poll this job soon (never trusted
+        as state). Returns whether the job exists and is still running."""
+        j = db.jobs
+        with self._tx() as conn:
+            res = conn.execute(
+                update(j)
+                .where(j.c.id == job_id, j.c.terminal.is_(False))
+                .values(poll_hint_at=_now(), next_run_at=_now())
+            )
+        return bool(res.rowcount)
+
+    def find_by_remote_id(self, protocol: str, remote_id: str) -> str | None:
+        """The job whose live attempt has this provider job id (for callbacks)."""
+        needle = f'"remote_id":"{remote_id}"'
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(db.jobs.c.id, db.jobs.c.doc).where(
+                    db.jobs.c.terminal.is_(False), db.jobs.c.doc.contains(needle)
+                )
+            ).all()
+        for row in rows:
+            job = Job.model_validate_json(row.doc)
+            for a in job.attempts:
+                pj = a.provider_job or {}
+                if pj.get("remote_id") == remote_id and pj.get("protocol") == protocol:
+                    return str(row.id)
+        return None
+
+    # -- ledger ----------------------------------------------------------------------------
+
+    def ledger(
+        self, *, job_id: str | None = None, tenant: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        q = select(db.ledger).order_by(db.ledger.c.id)
+        if job_id is not None:
+            q = q.where(db.ledger.c.job_id == job_id)
+        if tenant is not None:
+            q = q.where(db.ledger.c.tenant == tenant)
+        with self._tx() as conn:
+            return [dict(r._mapping) for r in conn.execute(q).all()]
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    def claim_outbox(
+        self, owner: str, *, limit: int = 20, lease_s: float = 60.0
+    ) -> builtins.list[OutboxItem]:
+        now = _now()
+        o = db.outbox
+        q = (
+            select(o)
+            .where(
+                o.c.state == "pending",
+                o.c.next_attempt_at <= now,
+                or_(o.c.lease_until.is_(None), o.c.lease_until < now),
+            )
+            .order_by(o.c.next_attempt_at)
+            .limit(limit)
+        )
+        if self.is_postgres:
+            q = q.with_for_update(skip_locked=True)
+        items = []
+        with self._tx() as conn:
+            for r in conn.execute(q).all():
+                conn.execute(
+                    update(o)
+                    .where(o.c.id == r.id)
+                    .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_s))
+                )
+                items.append(
+                    OutboxItem(
+                        id=r.id,
+                        job_id=r.job_id,
+                        tenant=r.tenant,
+                        endpoint_id=r.endpoint_id,
+                        url=r.url,
+                        event_type=r.event_type,
+                        payload=r.payload,
+                        attempts=r.attempts,
+                        created_at=_utc(r.created_at) or now,
+                    )
+                )
+        return items
+
+    def outbox_result(
+        self,
+        item_id: str,
+        *,
+        state: str,
+        status: int | None = None,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        o = db.outbox
+        values: dict[str, Any] = {
+            "state": state,
+            "attempts": o.c.attempts + 1,
+            "last_status": status,
+            "last_error": error,
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        if retry_at is not None:
+            values["next_attempt_at"] = retry_at
+        if state == "delivered":
+            values["delivered_at"] = _now()
+        with self._tx() as conn:
+            conn.execute(update(o).where(o.c.id == item_id).values(**values))
+
+    def outbox(self, job_id: str | None = None) -> builtins.list[dict[str, Any]]:
+        q = select(db.outbox).order_by(db.outbox.c.created_at)
+        if job_id is not None:
+            q = q.where(db.outbox.c.job_id == job_id)
+        with self._tx() as conn:
+            return [dict(r._mapping) for r in conn.execute(q).all()]
+
+    # -- webhook endpoints -----------------------------------------------------------------
+
+    def add_endpoint(self, tenant: str, url: str, secret: str) -> str:
+        eid = "we_" + uuid.uuid4().hex[:16]
+        with self._tx() as conn:
+            conn.execute(
+                insert(db.webhook_endpoints).values(
+                    id=eid, tenant=tenant, url=url, secret=secret, enabled=True, created_at=_now()
+                )
+            )
+        return eid
+
+    def endpoints(self, tenant: str, *, enabled_only: bool = True) -> builtins.list[dict[str, Any]]:
+        w = db.webhook_endpoints
+        q = select(w).where(w.c.tenant == tenant)
+        if enabled_only:
+            q = q.where(w.c.enabled.is_(True))
+        with self._tx() as conn:
+            return [dict(r._mapping) for r in conn.execute(q).all()]
+
+    def endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
+        w = db.webhook_endpoints
+        with self._tx() as conn:
+            row = conn.execute(select(w).where(w.c.id == endpoint_id)).first()
+        return dict(row._mapping) if row else None
+
+    def disable_endpoint(self, endpoint_id: str, reason: str) -> None:
+        """A 410 Gone: stop sending to this endpoint, and drop what was queued for it."""
+        w, o = db.webhook_endpoints, db.outbox
+        with self._tx() as conn:
+            conn.execute(
+                update(w).where(w.c.id == endpoint_id).values(enabled=False, disabled_reason=reason)
+            )
+            conn.execute(
+                update(o)
+                .where(o.c.endpoint_id == endpoint_id, o.c.state == "pending")
+                .values(state="disabled")
+            )
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def worker_heartbeat(self, worker_id: str, host: str, pid: int, capacity: int) -> None:
+        w = db.workers
+        now = _now()
+        with self._tx() as conn:
+            res = conn.execute(update(w).where(w.c.id == worker_id).values(last_seen=now))
+            if res.rowcount == 0:
+                conn.execute(
+                    insert(w).values(
+                        id=worker_id,
+                        host=host,
+                        pid=pid,
+                        capacity=capacity,
+                        started_at=now,
+                        last_seen=now,
+                    )
+                )
+
+    def worker_gone(self, worker_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(db.workers.delete().where(db.workers.c.id == worker_id))
+
+    def live_workers(self, within_s: float = 15.0) -> builtins.list[dict[str, Any]]:
+        since = _now() - timedelta(seconds=within_s)
+        with self._tx() as conn:
+            rows = conn.execute(select(db.workers).where(db.workers.c.last_seen >= since)).all()
+        return [dict(r._mapping) for r in rows]

@@ -156,6 +156,8 @@ class Provider(ABC):
     protocol: ClassVar[str]
     default_base_url: ClassVar[str]
     supports_cancel: ClassVar[bool] = False
+    #: the provider can look a job up by the idempotency key we sent (see :meth:`find`)
+    can_find: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -186,6 +188,20 @@ class Provider(ABC):
 
     async def cancel(self, job: ProviderJob) -> None:
         raise InvalidRequest(f"{self.protocol} cannot cancel a running job", provider=self.protocol)
+
+    # -- reconciliation of an ambiguous create (crash or timeout after sending) -------------
+
+    def resubmit_is_idempotent(self, offering: Offering) -> bool:
+        """True when sending the same create again with the same idempotency key returns
+        the job the first one made (the server honours the key), so it is safe."""
+        return False
+
+    async def find(
+        self, request: VideoRequest, offering: Offering, idempotency_key: str
+    ) -> ProviderJob | None:
+        """The remote job created with this idempotency key, or None if the provider
+        authoritatively has none. Only called when :attr:`can_find` is true."""
+        raise NotImplementedError
 
 
 # --- registry ------------------------------------------------------------------------------

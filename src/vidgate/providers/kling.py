@@ -397,6 +397,40 @@ class Kling(Provider):
             extra={"endpoint": endpoint, "external_task_id": idempotency_key},
         )
 
+    can_find: ClassVar[bool] = True
+
+    async def find(
+        self, request: VideoRequest, offering: Offering, idempotency_key: str
+    ) -> ProviderJob | None:
+        """Reconcile an ambiguous create: Kling lets a task be read by the
+        ``external_task_id`` we sent (our idempotency key) in place of its task_id."""
+        creds = tuple(offering.credential_env) or (ACCESS_KEY_ENV, SECRET_KEY_ENV)
+        base_url = self._base_for(offering)
+        endpoint = self.endpoint_for(request)
+        resp = await send(
+            self.client,
+            "GET",
+            f"{base_url}/v1/videos/{endpoint}/{idempotency_key}",
+            provider=self.protocol,
+            headers=self._headers(creds),
+        )
+        if resp.status_code == 404 and json_body(resp).get("code") == 1203:
+            return None  # Kling has no task with our key: the create never landed
+        data = self._raise(resp)
+        task_id = data.get("task_id")
+        if not task_id:
+            raise ProviderProtocolError(
+                "kling's task lookup answered without a task_id", provider=self.protocol
+            )
+        return ProviderJob(
+            protocol=self.protocol,
+            offering_id=offering.id,
+            remote_id=str(task_id),
+            base_url=base_url,
+            credential_ref=creds,
+            extra={"endpoint": endpoint, "external_task_id": idempotency_key},
+        )
+
     def _task_url(self, job: ProviderJob) -> str:
         endpoint = job.extra.get("endpoint", "")
         if endpoint not in ENDPOINTS:

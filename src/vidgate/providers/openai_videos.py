@@ -80,6 +80,12 @@ class OpenAIVideos(Provider):
             )
         return size
 
+    def resubmit_is_idempotent(self, offering: Offering) -> bool:
+        # OpenAI's own API documents no idempotency (provider-apis.md §1); an
+        # OpenAI-compatible server that honours Idempotency-Key (vidgate's own, the sandbox)
+        # declares it per offering.
+        return offering.adapter_options.get("idempotency") == "honoured"
+
     def check(self, request: VideoRequest, offering: Offering) -> None:
         self.size_for(request, offering)
 

@@ -61,6 +61,7 @@ class Compiled:
     audio: str
     roles: frozenset[ReferenceRole]
     max_refs: int
+    negative_prompt: bool
     tier: int
     elo: float
     jurisdiction: str
@@ -176,6 +177,7 @@ def compile_offering(o: Offering, m: Model) -> Compiled:
         audio=caps.audio,
         roles=frozenset(caps.reference_roles),
         max_refs=caps.max_references,
+        negative_prompt=caps.negative_prompt,
         tier=(o.tier or m.quality.tier).rank,
         elo=m.quality.elo or 0.0,
         jurisdiction=m.jurisdiction,
@@ -225,12 +227,14 @@ class RequestView:
     audio_required: bool
     roles: frozenset[ReferenceRole]
     n_refs: int
+    negative: bool
     min_tier: int
     allowed_providers: frozenset[str] | None
     blocked_providers: frozenset[str]
     allowed_jurisdictions: frozenset[str] | None
     open_weights_only: bool
     commercial_required: bool
+    required_strengths: frozenset[str]
     max_cost: float | None
     max_latency: float | None
     pct: int
@@ -254,6 +258,8 @@ class RequestView:
             self.allowed_jurisdictions,
             self.open_weights_only,
             self.commercial_required,
+            self.required_strengths,
+            self.negative,
         )
 
     @classmethod
@@ -273,6 +279,7 @@ class RequestView:
             audio_required=request.audio is AudioMode.REQUIRED,
             roles=frozenset(r.role for r in request.references),
             n_refs=len(request.references),
+            negative=bool(request.negative_prompt),
             min_tier=request.quality.rank if request.quality is not None else -1,
             allowed_providers=frozenset(c.allowed_providers)
             if c.allowed_providers is not None
@@ -283,6 +290,7 @@ class RequestView:
             else None,
             open_weights_only=c.open_weights_only,
             commercial_required=c.commercial_use_required,
+            required_strengths=frozenset(c.required_strengths),
             max_cost=c.max_cost_usd,
             max_latency=c.max_latency_s,
             pct=_PCT_INDEX[c.latency_percentile],

@@ -184,9 +184,13 @@ class Router:
             return False
         if v.roles and (not v.roles <= c.roles or v.n_refs > c.max_refs):
             return False
+        if v.negative and not c.negative_prompt:
+            return False
         if c.tier < v.min_tier or (v.open_weights_only and not c.open_weights):
             return False
         if v.commercial_required and not c.commercial:
+            return False
+        if v.required_strengths and not v.required_strengths <= c.strengths:
             return False
         if v.allowed_providers is not None and c.provider not in v.allowed_providers:
             return False
@@ -282,6 +286,8 @@ class Router:
             )
         elif v.n_refs > c.max_refs:
             no("references", f"takes at most {c.max_refs} references")
+        if v.negative and not c.negative_prompt:
+            no("negative_prompt", "takes no negative prompt")
         if c.tier < v.min_tier and v.request.quality is not None:
             no("quality", f"below the {v.request.quality.value} quality tier")
         if v.allowed_providers is not None and c.provider not in v.allowed_providers:
@@ -294,6 +300,9 @@ class Router:
             no("open_weights", "weights are not open")
         if v.commercial_required and not c.commercial:
             no("commercial", "licence does not clearly allow commercial use")
+        missing = v.required_strengths - c.strengths
+        if missing:
+            no("strengths", f"not known for {', '.join(sorted(missing))}")
         audio = c.audio_generated(v.audio)
         cost = c.cost(v.resolution, duration, audio)
         if cost is None:

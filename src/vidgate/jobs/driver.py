@@ -1,0 +1,713 @@
+"""Drive one claimed job to a terminal state with fenced writes.
+
+The rules that keep money safe (design.md §6) are enforced here:
+
+* the attempt (our intent) is saved *before* the provider's create call, and the provider's
+  job id is saved the moment the call returns;
+* a create is never retried: a definite refusal (429, 503, connection refused, the adapter's
+  own capability check) moves on to the next ranked offering; an ambiguous one (timeout or a
+  crash after sending) is reconciled through the provider's idempotency key or lookup where
+  it has one, and otherwise parked as ``needs_reconciliation``;
+* an attempt with a provider job id is only ever polled, never resubmitted;
+* downloading is retried on its own, without generating again;
+* every attempt that ends gets exactly one ledger row, and every terminal state its webhook
+  events, each in the same transaction as the state change.
+
+Every store write presents the claim's fencing token; if another worker has claimed the job
+meanwhile, the write raises :class:`StaleLease` and this driver stops touching the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import httpx
+
+from vidgate.catalog.loader import Catalog
+from vidgate.catalog.schema import Offering
+from vidgate.errors import (
+    AmbiguousSubmission,
+    AuthFailed,
+    CapabilityMismatch,
+    ContentRejected,
+    InvalidRequest,
+    ProviderProtocolError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    QuotaExhausted,
+    RateLimited,
+    RetryableError,
+    VidgateError,
+)
+from vidgate.jobs.crash import crash_point
+from vidgate.jobs.store import Claim, JobStore, LedgerEntry, OutboxEvent
+from vidgate.jobs.webhooks import events_for
+from vidgate.providers.base import Provider, ProviderJob, RemoteAsset, RemoteState
+from vidgate.routing.health import Health
+from vidgate.storage.assets import AssetStorage
+from vidgate.storage.media import probe
+from vidgate.types import Asset, Attempt, AttemptState, Job, JobState
+
+T = TypeVar("T")
+ProgressFn = Callable[[Job], Awaitable[None] | None]
+
+#: download attempts per asset before the job fails (generation is not repeated)
+DOWNLOAD_TRIES = 4
+#: consecutive failed status calls tolerated before the attempt is given up
+POLL_ERRORS_MAX = 8
+
+
+class Adapters(Protocol):
+    def for_offering(self, offering: Offering) -> Provider: ...
+    def for_job(self, job: ProviderJob) -> Provider: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Pacer:
+    """How long to wait before the next status call.
+
+    Never sooner than the provider asked (``openai-poll-after-ms``, Retry-After); otherwise a
+    tenth of the time the job has run so far, clamped to [min_s, max_s] — fast feedback for
+    fast models, few calls for the ten-minute ones. After errors: exponential backoff with
+    full jitter.
+    """
+
+    min_s: float = 2.0
+    max_s: float = 15.0
+    fraction: float = 0.1
+
+    def next(self, *, hint: float | None, elapsed: float) -> float:
+        base = min(self.max_s, max(self.min_s, elapsed * self.fraction))
+        return max(hint or 0.0, base)
+
+    def backoff(self, errors: int, retry_after: float | None) -> float:
+        if retry_after:
+            return retry_after
+        return random.uniform(0, min(60.0, self.min_s * 2**errors))
+
+
+class Stop(Exception):
+    """The driver must stop working on this job (lost lease or shutdown)."""
+
+
+class JobDriver:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        storage: AssetStorage,
+        catalog: Catalog,
+        adapters: Adapters,
+        client: httpx.AsyncClient,
+        pacer: Pacer | None = None,
+        synthetic: bool = False,
+        health: Health | None = None,
+        take_slot: Callable[[Offering], bool] | None = None,
+        slots: Callable[[str], asyncio.Semaphore] | None = None,
+        endpoints: Callable[[str], Sequence[dict[str, Any]]] | None = None,
+        progress_write_s: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.storage = storage
+        self.catalog = catalog
+        self.adapters = adapters
+        self.client = client
+        self.pacer = pacer or Pacer()
+        self.synthetic = synthetic
+        self.health = health
+        self.take_slot = take_slot
+        self.slots = slots
+        self.endpoints = endpoints or (lambda tenant: [])
+        self.progress_write_s = progress_write_s
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        # The store is synchronous; keep the event loop free for the thousands of polls.
+        return await asyncio.to_thread(fn, *args, **kw)
+
+    async def _call(self, provider: str, coro: Awaitable[T]) -> T:
+        if self.slots is None:
+            return await coro
+        async with self.slots(provider):
+            return await coro
+
+    async def _save(
+        self,
+        claim: Claim,
+        *,
+        events: Sequence[OutboxEvent] = (),
+        ledger: Sequence[LedgerEntry] = (),
+        next_run_at: datetime | None = None,
+    ) -> Job:
+        if claim.job.state.terminal and not events:
+            tenant_eps = await self._db(self.endpoints, claim.job.tenant)
+            events = events_for(claim.job, tenant_eps)
+        return await self._db(
+            self.store.save, claim, events=events, ledger=ledger, next_run_at=next_run_at
+        )
+
+    async def _emit(self, job: Job, on_progress: ProgressFn | None) -> None:
+        if on_progress is not None:
+            res = on_progress(job)
+            if res is not None:
+                await res
+
+    def _health(self, offering_id: str, err: VidgateError | None, *, at_create: bool) -> None:
+        """Feed an attempt's outcome to the breakers. A refusal of the request itself
+        (moderation, invalid input) says the provider is healthy; a refused create, a 429,
+        or a credential problem counts against the whole provider."""
+        if self.health is None:
+            return
+        offering = self.catalog.offerings.get(offering_id)
+        if offering is None:
+            return
+        if err is None or isinstance(err, ContentRejected | InvalidRequest | CapabilityMismatch):
+            self.health.record(offering.id, offering.provider, True)
+            return
+        provider_wide = at_create or isinstance(err, RateLimited | AuthFailed | QuotaExhausted)
+        self.health.record(
+            offering.id,
+            offering.provider,
+            False,
+            retry_after=getattr(err, "retry_after", None),
+            reason=err.code,
+            provider_wide=provider_wide,
+        )
+
+    def _usable(self, offering: Offering) -> str | None:
+        """Why this offering cannot take an attempt now (breaker, rate limit), or None."""
+        if self.health is not None:
+            why = self.health.blocked(offering.id, offering.provider)
+            if why is not None:
+                return why
+        if self.take_slot is not None and not self.take_slot(offering):
+            return f"rate limit for {offering.provider} reached"
+        if self.health is not None and not self.health.acquire(offering.id, offering.provider):
+            return "circuit half-open: probe already in flight"
+        return None
+
+    @staticmethod
+    def _end_attempt(
+        job: Job,
+        idx: int,
+        state: AttemptState,
+        *,
+        cost: float | None,
+        err: VidgateError | None = None,
+    ) -> LedgerEntry:
+        """Close an attempt and return its one ledger row (billed amount, or 0)."""
+        a = job.attempts[idx]
+        a.state = state
+        a.ended_at = _now()
+        if err is not None:
+            a.error = err.to_dict()
+        if state is AttemptState.AMBIGUOUS:
+            # Perhaps billed, perhaps not: book the estimate until reconciliation says.
+            a.cost_usd = None
+            return LedgerEntry(a.n, a.offering_id, a.estimated_cost_usd, kind="pending")
+        a.cost_usd = cost or 0.0
+        return LedgerEntry(a.n, a.offering_id, a.cost_usd, kind="charge" if a.cost_usd else "void")
+
+    # -- the state machine -----------------------------------------------------------------
+
+    async def drive(
+        self,
+        claim: Claim,
+        *,
+        wake: asyncio.Event | None = None,
+        flags: dict[str, Any] | None = None,
+        on_progress: ProgressFn | None = None,
+    ) -> Job:
+        """Run the claimed job until it is terminal (or the lease is lost)."""
+        job = claim.job
+        flags = flags if flags is not None else {}
+        if claim.cancel_requested:
+            flags["cancel_requested"] = True
+        rejected_vendors: set[str] = set()
+        last_error: VidgateError | None = None
+        while not job.state.terminal:
+            if flags.get("cancel_requested"):
+                return await self._cancel(claim, on_progress)
+            deadline = job.request.constraints.deadline
+            if deadline is not None and _now() >= deadline:
+                return await self._expire(claim, on_progress)
+            live = self._live_attempt(job)
+            if live is not None:
+                done, err = await self._follow(claim, live, wake, flags, on_progress)
+                if done:
+                    return claim.job
+                last_error = err or last_error
+                if err is not None and self._vendor_fallback(job, err):
+                    rejected_vendors.add(self._vendor(job.attempts[live].offering_id))
+                continue
+            pending = self._intent_without_id(job)
+            if pending is not None:
+                if not await self._reconcile(claim, pending, on_progress):
+                    return claim.job
+                continue
+            nxt = await self._next_offering(claim, rejected_vendors)
+            if nxt is None:
+                job.error = (
+                    last_error
+                    or ProviderUnavailable(
+                        "every ranked offering was tried or is over the remaining budget or "
+                        "deadline"
+                    )
+                ).to_dict()
+                job.finished_at = _now()
+                job.state = JobState.FAILED
+                await self._save(claim)
+                await self._emit(job, on_progress)
+                return job
+            err = await self._submit(claim, nxt, on_progress)
+            if err is not None:
+                last_error = err
+                if isinstance(err, AmbiguousSubmission):
+                    return claim.job
+                if self._vendor_fallback(job, err):
+                    rejected_vendors.add(self._vendor(nxt.id))
+                elif not (err.retryable or isinstance(err, CapabilityMismatch)):
+                    await self._fail(claim, err, on_progress)
+                    return job
+        return job
+
+    @staticmethod
+    def _live_attempt(job: Job) -> int | None:
+        for i, a in enumerate(job.attempts):
+            if (
+                a.provider_job
+                and a.state
+                in (AttemptState.SUBMITTED, AttemptState.RUNNING, AttemptState.SUCCEEDED)
+                and job.state
+                in (
+                    JobState.SUBMITTED,
+                    JobState.RUNNING,
+                    JobState.DOWNLOADING,
+                    JobState.POST_PROCESSING,
+                )
+            ):
+                return i
+        return None
+
+    @staticmethod
+    def _intent_without_id(job: Job) -> int | None:
+        for i, a in enumerate(job.attempts):
+            if a.state is AttemptState.SUBMITTING and not a.provider_job:
+                return i
+        return None
+
+    def _provider(self, pj: ProviderJob) -> str:
+        offering = self.catalog.offerings.get(pj.offering_id)
+        return offering.provider if offering is not None else pj.protocol
+
+    def _vendor(self, offering_id: str) -> str:
+        return self.catalog.model_of(self.catalog.offering(offering_id)).vendor
+
+    @staticmethod
+    def _vendor_fallback(job: Job, err: VidgateError) -> bool:
+        """Moderation refusals are final unless the request allows another vendor."""
+        return isinstance(err, ContentRejected) and job.request.fallback_on_content_rejection
+
+    async def _next_offering(self, claim: Claim, rejected_vendors: set[str]) -> Offering | None:
+        job = claim.job
+        route = job.route or {}
+        tried = {a.offering_id for a in job.attempts}
+        spent = sum(a.cost_usd or 0.0 for a in job.attempts)
+        budget = job.request.constraints.max_cost_usd
+        skipped = route.setdefault("skipped", [])
+        for oid in route.get("ranked", []):
+            if oid in tried or oid not in self.catalog.offerings:
+                continue
+            offering = self.catalog.offerings[oid]
+            if self._vendor(oid) in rejected_vendors:
+                continue
+            estimate = float(route["estimates"][oid])
+            if budget is not None and spent + estimate > budget + 1e-9:
+                continue
+            why = self._usable(offering)
+            if why is not None:
+                skipped.append({"offering": oid, "why": why})
+                continue
+            return offering
+        return None
+
+    async def _submit(
+        self, claim: Claim, offering: Offering, on_progress: ProgressFn | None
+    ) -> VidgateError | None:
+        job = claim.job
+        n = len(job.attempts) + 1
+        estimate = float((job.route or {})["estimates"][offering.id])
+        job.attempts.append(
+            Attempt(
+                n=n,
+                offering_id=offering.id,
+                state=AttemptState.SUBMITTING,
+                idempotency_key=f"{job.id}-a{n}-{uuid.uuid4().hex[:8]}",
+                started_at=_now(),
+                estimated_cost_usd=estimate,
+            )
+        )
+        job.offering_id = offering.id
+        job.estimated_cost_usd = estimate
+        job.state = JobState.SUBMITTING
+        await self._save(claim)  # the intent, stored before the call
+        await self._emit(job, on_progress)
+        crash_point("before_submit")
+        adapter = self.adapters.for_offering(offering)
+        try:
+            adapter.check(job.request, offering)
+            pj = await self._call(
+                offering.provider,
+                adapter.submit(
+                    job.request, offering, idempotency_key=job.attempts[-1].idempotency_key
+                ),
+            )
+        except AmbiguousSubmission as e:
+            self._health(offering.id, e, at_create=True)
+            ledger = self._end_attempt(job, n - 1, AttemptState.AMBIGUOUS, cost=None, err=e)
+            await self._park(claim, e, ledger)
+            return e
+        except VidgateError as e:
+            self._health(offering.id, e, at_create=True)
+            ledger = self._end_attempt(job, n - 1, AttemptState.FAILED, cost=0.0, err=e)
+            job.state = JobState.ROUTING
+            await self._save(claim, ledger=[ledger])
+            return e
+        crash_point("after_create")
+        job.attempts[-1].provider_job = pj.model_dump(mode="json")
+        job.attempts[-1].state = AttemptState.SUBMITTED
+        job.state = JobState.SUBMITTED
+        await self._save(claim)  # the provider's id, stored the moment it returned
+        await self._emit(job, on_progress)
+        return None
+
+    async def _reconcile(self, claim: Claim, idx: int, on_progress: ProgressFn | None) -> bool:
+        """A create was in flight when the last worker died. Find the remote job through the
+        provider's own idempotency (or lookup) where it has one; else park the job."""
+        job = claim.job
+        attempt = job.attempts[idx]
+        offering = self.catalog.offering(attempt.offering_id)
+        adapter = self.adapters.for_offering(offering)
+        pj: ProviderJob | None = None
+        try:
+            if adapter.resubmit_is_idempotent(offering):
+                # Same key: the provider returns the job it already made, or makes it now.
+                pj = await self._call(
+                    offering.provider,
+                    adapter.submit(job.request, offering, idempotency_key=attempt.idempotency_key),
+                )
+            elif adapter.can_find:
+                pj = await self._call(
+                    offering.provider, adapter.find(job.request, offering, attempt.idempotency_key)
+                )
+                if pj is None:
+                    # The provider says no job carries our key: the create never landed, so
+                    # sending it now (with the same key) cannot pay twice.
+                    pj = await self._call(
+                        offering.provider,
+                        adapter.submit(
+                            job.request, offering, idempotency_key=attempt.idempotency_key
+                        ),
+                    )
+        except VidgateError as e:
+            err: VidgateError = e
+        else:
+            err = AmbiguousSubmission(
+                "a create call was in flight when the worker stopped and "
+                f"{offering.provider} offers no way to look it up; check the provider's "
+                "console before resubmitting",
+                provider=offering.provider,
+            )
+        if pj is None:
+            ledger = self._end_attempt(job, idx, AttemptState.AMBIGUOUS, cost=None, err=err)
+            await self._park(claim, err, ledger)
+            return False
+        attempt.provider_job = pj.model_dump(mode="json")
+        attempt.state = AttemptState.SUBMITTED
+        job.route = {**(job.route or {}), "reconciled": attempt.n}
+        job.state = JobState.SUBMITTED
+        await self._save(claim)
+        await self._emit(job, on_progress)
+        return True
+
+    # -- one attempt -----------------------------------------------------------------------
+
+    async def _follow(
+        self,
+        claim: Claim,
+        idx: int,
+        wake: asyncio.Event | None,
+        flags: dict[str, Any],
+        on_progress: ProgressFn | None,
+    ) -> tuple[bool, VidgateError | None]:
+        """Poll an attempt to its end. Returns (job finished, error to fall back on)."""
+        job = claim.job
+        attempt = job.attempts[idx]
+        assert attempt.provider_job is not None
+        pj = ProviderJob.model_validate(attempt.provider_job)
+        offering = self.catalog.offering(attempt.offering_id)
+        adapter = self.adapters.for_job(pj)
+        if (
+            job.state in (JobState.DOWNLOADING, JobState.POST_PROCESSING)
+            or attempt.state is AttemptState.SUCCEEDED
+        ):
+            await self._download(claim, idx, adapter, pj, on_progress)
+            return True, None
+        errors = 0
+        delay = 0.0
+        last_write = 0.0
+        first_progress = job.request.constraints.first_progress_s
+        while True:
+            if delay:
+                await self._sleep(delay, wake)
+            if flags.get("cancel_requested"):
+                await self._cancel(claim, on_progress)
+                return True, None
+            deadline = job.request.constraints.deadline
+            if deadline is not None and _now() >= deadline:
+                await self._expire(claim, on_progress)
+                return True, None
+            crash_point("while_polling")
+            try:
+                status = await self._call(offering.provider, adapter.poll(pj))
+                errors = 0
+            except (RateLimited, ProviderUnavailable, ProviderTimeout) as e:
+                errors += 1
+                if errors >= POLL_ERRORS_MAX:
+                    return await self._attempt_failed(claim, idx, e)
+                delay = self.pacer.backoff(errors, getattr(e, "retry_after", None))
+                continue
+            except VidgateError as e:
+                return await self._attempt_failed(claim, idx, e)
+            elapsed = (_now() - attempt.started_at).total_seconds()
+            if status.state is RemoteState.SUCCEEDED:
+                self._health(offering.id, None, at_create=False)
+                await self._download(claim, idx, adapter, pj, on_progress)
+                return True, None
+            if status.state is RemoteState.FAILED:
+                err = status.error or ProviderUnavailable(f"remote job failed ({status.raw})")
+                return await self._attempt_failed(claim, idx, err)
+            if status.state is RemoteState.CANCELED:
+                self._health(offering.id, None, at_create=False)
+                ledger = self._end_attempt(job, idx, AttemptState.CANCELED, cost=0.0)
+                job.finished_at = _now()
+                job.state = JobState.CANCELED
+                await self._save(claim, ledger=[ledger])
+                await self._emit(job, on_progress)
+                return True, None
+            if first_progress and status.state is RemoteState.QUEUED and elapsed > first_progress:
+                if adapter.supports_cancel:
+                    with contextlib.suppress(VidgateError):
+                        await self._call(offering.provider, adapter.cancel(pj))
+                return await self._attempt_failed(
+                    claim,
+                    idx,
+                    ProviderTimeout(
+                        f"no progress within {first_progress:g}s", provider=offering.provider
+                    ),
+                )
+            now_mono = asyncio.get_running_loop().time()
+            moved = (
+                status.progress is not None and abs((job.progress or 0.0) - status.progress) >= 0.1
+            )
+            if (job.state is not JobState.RUNNING and status.state is RemoteState.RUNNING) or (
+                moved and now_mono - last_write >= self.progress_write_s
+            ):
+                job.progress = status.progress
+                attempt.state = AttemptState.RUNNING
+                job.state = JobState.RUNNING
+                await self._save(claim)
+                await self._emit(job, on_progress)
+                last_write = now_mono
+            delay = self.pacer.next(hint=status.poll_after_s, elapsed=elapsed)
+
+    async def _sleep(self, delay: float, wake: asyncio.Event | None) -> None:
+        if wake is None:
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=delay)
+        wake.clear()
+
+    async def _attempt_failed(
+        self, claim: Claim, idx: int, err: VidgateError
+    ) -> tuple[bool, VidgateError | None]:
+        job = claim.job
+        self._health(job.attempts[idx].offering_id, err, at_create=False)
+        # providers do not bill failed generations
+        ledger = self._end_attempt(job, idx, AttemptState.FAILED, cost=0.0, err=err)
+        if isinstance(err, RetryableError) or self._vendor_fallback(job, err):
+            job.state = JobState.ROUTING
+            await self._save(claim, ledger=[ledger])
+            return False, err
+        job.error = err.to_dict()
+        job.finished_at = _now()
+        job.state = JobState.FAILED
+        await self._save(claim, ledger=[ledger])
+        return True, err
+
+    async def _download(
+        self,
+        claim: Claim,
+        idx: int,
+        adapter: Provider,
+        pj: ProviderJob,
+        on_progress: ProgressFn | None,
+    ) -> None:
+        job = claim.job
+        attempt = job.attempts[idx]
+        attempt.state = AttemptState.SUCCEEDED
+        if job.state is not JobState.DOWNLOADING:
+            job.state = JobState.DOWNLOADING
+            await self._save(claim)
+            await self._emit(job, on_progress)
+        crash_point("while_downloading")
+        try:
+            remote_assets = await self._call(self._provider(pj), adapter.fetch(pj))
+            stored = [await self._store_asset(job, ra) for ra in remote_assets]
+        except VidgateError as e:
+            # The clip was made (and billed); only our copy failed. Never generate again.
+            ledger = self._end_attempt(
+                job, idx, AttemptState.SUCCEEDED, cost=attempt.estimated_cost_usd
+            )
+            job.cost_usd = sum(a.cost_usd or 0.0 for a in job.attempts)
+            await self._fail(claim, e, None, ledger=[ledger])
+            return
+        job.assets = stored
+        job.state = JobState.POST_PROCESSING
+        await self._save(claim)
+        crash_point("before_final_write")
+        # The provider bills the clip at its list price, which is our estimate.
+        ledger = self._end_attempt(
+            job, idx, AttemptState.SUCCEEDED, cost=attempt.estimated_cost_usd
+        )
+        job.cost_usd = sum(a.cost_usd or 0.0 for a in job.attempts)
+        job.progress = 1.0
+        job.finished_at = _now()
+        job.state = JobState.SUCCEEDED
+        await self._save(claim, ledger=[ledger])
+        await self._emit(job, on_progress)
+
+    async def _store_asset(self, job: Job, ra: RemoteAsset) -> Asset:
+        last: Exception | None = None
+        for n in range(DOWNLOAD_TRIES):
+            path = self.storage.new_path(job.tenant, job.id)
+            try:
+                if ra.url.startswith("data:"):
+                    # Inline results (Gemini's encodedVideo, Vertex without an output bucket).
+                    sha, size = await self.storage.write_stream(path, _data_url_chunks(ra.url))
+                else:
+                    async with self.client.stream(
+                        "GET", ra.url, headers=dict(ra.headers), follow_redirects=True
+                    ) as resp:
+                        if resp.status_code >= 400:
+                            raise ProviderUnavailable(
+                                f"download answered {resp.status_code}",
+                                status_code=resp.status_code,
+                            )
+                        sha, size = await self.storage.write_stream(path, resp.aiter_bytes(1 << 16))
+                with self.storage.open(path) as f:
+                    info = await asyncio.to_thread(probe, f)
+                return Asset(
+                    id="asset_" + uuid.uuid4().hex[:16],
+                    kind="video",
+                    uri=self.storage.uri(path),
+                    content_type=ra.content_type or "video/mp4",
+                    sha256=sha,
+                    bytes=size,
+                    duration_s=info.duration_s,
+                    width=info.width,
+                    height=info.height,
+                    fps=info.fps,
+                    frames=info.frames,
+                    codec=info.codec,
+                    has_audio=info.has_audio,
+                    audio_codec=info.audio_codec,
+                    synthetic=self.synthetic,
+                )
+            except (httpx.HTTPError, RetryableError) as e:
+                last = e
+                self.storage.delete(path)
+                await asyncio.sleep(min(8.0, 0.25 * 2**n) * random.random())
+        raise ProviderUnavailable(f"downloading the output failed {DOWNLOAD_TRIES} times: {last}")
+
+    # -- endings ---------------------------------------------------------------------------
+
+    async def _fail(
+        self,
+        claim: Claim,
+        err: VidgateError,
+        on_progress: ProgressFn | None,
+        ledger: Sequence[LedgerEntry] = (),
+    ) -> None:
+        job = claim.job
+        job.error = err.to_dict()
+        job.finished_at = _now()
+        job.state = JobState.FAILED
+        await self._save(claim, ledger=ledger)
+        await self._emit(job, on_progress)
+
+    async def _park(self, claim: Claim, err: VidgateError, ledger: LedgerEntry) -> None:
+        job = claim.job
+        job.error = err.to_dict()
+        job.finished_at = _now()
+        job.state = JobState.NEEDS_RECONCILIATION
+        await self._save(claim, ledger=[ledger])
+
+    async def _stop_remote(self, claim: Claim) -> LedgerEntry | None:
+        """Cancel the live remote attempt where the provider can; close it either way."""
+        job = claim.job
+        idx = self._live_attempt(job)
+        if idx is None:
+            return None
+        attempt = job.attempts[idx]
+        pj = ProviderJob.model_validate(attempt.provider_job)
+        adapter = self.adapters.for_job(pj)
+        if adapter.supports_cancel:
+            # best effort: the job ends on our side regardless
+            with contextlib.suppress(VidgateError):
+                await self._call(self._provider(pj), adapter.cancel(pj))
+        return self._end_attempt(job, idx, AttemptState.CANCELED, cost=0.0)
+
+    async def _cancel(self, claim: Claim, on_progress: ProgressFn | None) -> Job:
+        job = claim.job
+        ledger = await self._stop_remote(claim)
+        job.finished_at = _now()
+        job.state = JobState.CANCELED
+        await self._save(claim, ledger=[ledger] if ledger else [])
+        await self._emit(job, on_progress)
+        return job
+
+    async def _expire(self, claim: Claim, on_progress: ProgressFn | None) -> Job:
+        job = claim.job
+        ledger = await self._stop_remote(claim)
+        job.error = {"code": "deadline", "message": "the job's deadline passed"}
+        job.finished_at = _now()
+        job.state = JobState.EXPIRED
+        await self._save(claim, ledger=[ledger] if ledger else [])
+        await self._emit(job, on_progress)
+        return job
+
+
+async def _data_url_chunks(url: str) -> AsyncIterator[bytes]:
+    header, _, payload = url.partition(",")
+    if ";base64" not in header:
+        raise ProviderProtocolError("inline result is not a base64 data URL")
+    try:
+        yield base64.b64decode(payload, validate=True)
+    except binascii.Error as e:
+        raise ProviderProtocolError(f"inline result is not valid base64: {e}") from None

@@ -1,0 +1,255 @@
+"""The worker: claims due jobs and drives each one to a terminal state.
+
+One process holds many jobs at once (thousands: a remote video job mostly waits), each as an
+asyncio task that sleeps between status calls. Ownership is a lease in the store, renewed
+for all held jobs in one batch every third of the lease; a worker that dies (``kill -9``)
+simply stops renewing, and after the lease runs out any worker claims the job again and
+resumes it from its stored state — polling it if it has a provider id, never resubmitting.
+
+HTTP calls are bounded per provider (a semaphore each) so one slow provider cannot starve
+the others, and polling is paced by :class:`~vidgate.jobs.driver.Pacer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vidgate.jobs.driver import JobDriver, Pacer, ProgressFn
+from vidgate.jobs.store import Claim, StaleLease
+from vidgate.jobs.webhooks import Deliverer
+from vidgate.types import Job
+
+if TYPE_CHECKING:
+    from vidgate.gateway import Gateway
+
+log = logging.getLogger("vidgate.worker")
+
+
+@dataclass
+class WorkerConfig:
+    concurrency: int = 1000  # jobs held at once
+    per_provider: int = 64  # HTTP calls in flight per provider
+    lease_s: float = 30.0
+    claim_batch: int = 200
+    idle_sleep_s: float = 0.25
+    deliver_webhooks: bool = True
+    progress_write_s: float = 5.0
+
+
+@dataclass
+class _Held:
+    claim: Claim
+    task: asyncio.Task[Job]
+    wake: asyncio.Event
+    flags: dict[str, Any] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(
+        self,
+        gateway: Gateway,
+        config: WorkerConfig | None = None,
+        *,
+        worker_id: str | None = None,
+        only_job: str | None = None,
+        on_progress: ProgressFn | None = None,
+    ) -> None:
+        self.gw = gateway
+        self.config = config or WorkerConfig()
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.only_job = only_job
+        self.on_progress = on_progress
+        self.held: dict[str, _Held] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._stop = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.finished: dict[str, Job] = {}
+        self.driver = JobDriver(
+            store=gateway.store,
+            storage=gateway.storage,
+            catalog=gateway.catalog,
+            adapters=gateway,
+            client=gateway.client(),
+            pacer=Pacer(
+                min_s=gateway.settings.poll_interval_s,
+                max_s=max(gateway.settings.poll_interval_s, 15.0),
+            ),
+            synthetic=gateway.sandbox,
+            health=gateway.health,
+            take_slot=gateway.take_slot,
+            slots=self._slot,
+            endpoints=lambda tenant: gateway.store.endpoints(tenant),
+            progress_write_s=self.config.progress_write_s,
+        )
+
+    def _slot(self, provider: str) -> asyncio.Semaphore:
+        sem = self._slots.get(provider)
+        if sem is None:
+            sem = self._slots[provider] = asyncio.Semaphore(self.config.per_provider)
+        return sem
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- loops -----------------------------------------------------------------------------
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Work until :meth:`stop` (or, with ``until_idle``, until nothing is left to do)."""
+        store = self.gw.store
+        await asyncio.to_thread(
+            store.worker_heartbeat,
+            self.id,
+            socket.gethostname(),
+            os.getpid(),
+            self.config.concurrency,
+        )
+        loops = [asyncio.create_task(self._heartbeat_loop())]
+        if self.config.deliver_webhooks:
+            loops.append(asyncio.create_task(self._outbox_loop()))
+        try:
+            await self._claim_loop(until_idle)
+        finally:
+            self._stop.set()
+            for t in loops:
+                t.cancel()
+            for held in list(self.held.values()):
+                held.task.cancel()
+            await asyncio.gather(
+                *loops, *(h.task for h in self.held.values()), return_exceptions=True
+            )
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(store.worker_gone, self.id)
+
+    async def _claim_loop(self, until_idle: bool) -> None:
+        cfg = self.config
+        while not self._stop.is_set():
+            free = cfg.concurrency - len(self.held)
+            claims: list[Claim] = []
+            if free > 0:
+                claims = await asyncio.to_thread(
+                    self.gw.store.claim,
+                    self.id,
+                    limit=min(free, cfg.claim_batch),
+                    lease_s=cfg.lease_s,
+                    job_id=self.only_job,
+                )
+            for claim in claims:
+                self._start(claim)
+            if self.only_job is not None and self.only_job in self.finished:
+                return
+            if until_idle and not self.held and not claims:
+                return
+            if not claims:
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=cfg.idle_sleep_s)
+
+    def _start(self, claim: Claim) -> None:
+        held = _Held(claim=claim, task=None, wake=asyncio.Event())  # type: ignore[arg-type]
+        held.task = asyncio.create_task(self._drive(held))
+        self.held[claim.job.id] = held
+
+    async def _drive(self, held: _Held) -> Job:
+        job_id = held.claim.job.id
+        try:
+            job = await self.driver.drive(
+                held.claim, wake=held.wake, flags=held.flags, on_progress=self.on_progress
+            )
+            self.finished[job_id] = job
+            return job
+        except StaleLease:
+            log.warning("lost the lease on %s; another worker has it", job_id)
+            return held.claim.job
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug must not take the worker down with it: the job's lease runs out and
+            # another claim retries it from its stored state (never resubmitting a create).
+            log.exception("driving %s failed", job_id)
+            return held.claim.job
+        finally:
+            self.held.pop(job_id, None)
+            self._changed.set()
+
+    async def _heartbeat_loop(self) -> None:
+        store = self.gw.store
+        every = self.config.lease_s / 3
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=every)
+            if self._stop.is_set():
+                return
+            fences = {jid: h.claim.fence for jid, h in self.held.items()}
+            try:
+                await asyncio.to_thread(
+                    store.worker_heartbeat,
+                    self.id,
+                    socket.gethostname(),
+                    os.getpid(),
+                    self.config.concurrency,
+                )
+                held = await asyncio.to_thread(store.renew, self.id, fences, self.config.lease_s)
+            except Exception:
+                log.exception("heartbeat failed; leases may lapse")
+                continue
+            self._apply(fences, held)
+
+    def _apply(self, fences: dict[str, int], held: dict[str, dict[str, Any]]) -> None:
+        for jid in fences:
+            h = self.held.get(jid)
+            if h is None:
+                continue
+            flags = held.get(jid)
+            if flags is None:
+                if not h.task.done() and not h.claim.job.state.terminal:
+                    log.warning("lease on %s lost; stopping work on it", jid)
+                    h.task.cancel()
+                continue
+            if flags["cancel_requested"] and not h.flags.get("cancel_requested"):
+                h.flags["cancel_requested"] = True
+                h.wake.set()
+            hint = flags.get("poll_hint_at")
+            if hint is not None and hint != h.flags.get("poll_hint_at"):
+                h.flags["poll_hint_at"] = hint
+                h.wake.set()  # a provider callback: poll now rather than at the next tick
+
+    async def _outbox_loop(self) -> None:
+        deliverer = Deliverer(
+            self.gw.store,
+            self.gw.fetcher(),
+            default_secret=self.gw.webhook_secret(),
+            schedule=self.gw.settings.webhook_schedule(),
+            owner=self.id,
+        )
+        while not self._stop.is_set():
+            try:
+                done = await deliverer.run_once()
+            except Exception:
+                log.exception("webhook delivery round failed")
+                done = {}
+            if not done:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=0.5)
+
+
+async def run_worker(
+    gateway: Gateway, config: WorkerConfig, *, stop: Callable[[], bool] | None = None
+) -> None:
+    worker = Worker(gateway, config)
+    task = asyncio.create_task(worker.run())
+    try:
+        while not task.done():
+            await asyncio.sleep(0.5)
+            if stop is not None and stop():
+                worker.stop()
+        await task
+    finally:
+        worker.stop()
