@@ -1,0 +1,268 @@
+"""`make chaos`: crash the worker over and over and prove no job is lost or paid twice.
+
+A sandbox runs as its own process (with injected faults: refused creates, dropped create
+responses, status-call outages). 200 jobs are submitted across several providers' wire
+protocols. Worker processes are then killed with SIGKILL again and again: half of the runs
+arm one named crash point (rotating through every window that matters: before the create,
+after the create but before its id is stored, while polling, while downloading, before the
+final write), the other half are killed from outside at a random moment. Then one clean
+worker finishes whatever is left, and the audit reads the sandbox's own records and ours.
+
+Exit status 0 only if: no job is lost or left unfinished; no provider job was created twice
+(the sandbox counts identical creates); every ambiguous create ended as reconciled or
+needs_reconciliation; every attempt has exactly one ledger row and each job's ledger adds up
+to its cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+POINTS = [
+    "before_submit",
+    "after_create",
+    "while_polling",
+    "while_downloading",
+    "before_final_write",
+]
+OFFERINGS = [
+    "luma-ray-3.14-luma",
+    "kling-3.0-kling",
+    "hailuo-2.3-minimax",
+    "runway-gen-4.5-aleph-runway",
+    "grok-imagine-xai",
+    "wan-2.6-fal",
+    "seedance-2.0-byteplus",
+    "veo-3.1-fast-gemini",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=200)
+    ap.add_argument("--kills", type=int, default=24, help="minimum worker kills")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="vidgate-chaos-"))
+    port = free_port()
+    sandbox_url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDGATE_")}
+    env.update(
+        {
+            "VIDGATE_HOME": str(work / "home"),
+            "VIDGATE_SANDBOX": "1",
+            "VIDGATE_SANDBOX_URL": sandbox_url,
+            "VIDGATE_POLL_INTERVAL_S": "0.1",
+            "VIDGATE_HTTP_TIMEOUT_S": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if args.database_url:
+        env["VIDGATE_DATABASE_URL"] = args.database_url
+    faults = {
+        "hang_s": 4,
+        "rules": [
+            {"kind": "unavailable", "rate": 0.03},
+            {"kind": "drop", "rate": 0.02},
+            {"kind": "poll_unavailable", "rate": 0.02},
+            {"kind": "fail", "rate": 0.02},
+        ],
+    }
+    (work / "faults.json").write_text(json.dumps(faults))
+    sandbox = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vidgate",
+            "sandbox",
+            "serve",
+            "--port",
+            str(port),
+            "--time-scale",
+            "0.02",
+            "--faults",
+            str(work / "faults.json"),
+        ],
+        env={**env, "VIDGATE_HOME": str(work / "sandbox-home")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{sandbox_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        print(f"sandbox pid {sandbox.pid} on {sandbox_url}; work dir {work}")
+        return run(args, rng, env, work, sandbox_url)
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=10)
+
+
+def run(
+    args: argparse.Namespace, rng: random.Random, env: dict[str, str], work: Path, sandbox_url: str
+) -> int:
+    os.environ.update({k: v for k, v in env.items() if k.startswith("VIDGATE_")})
+    from vidgate.gateway import Gateway
+    from vidgate.settings import Settings
+    from vidgate.types import AttemptState, VideoRequest
+
+    gw = Gateway(Settings())
+    ids: list[str] = []
+
+    def submit(n: int) -> None:
+        for _ in range(n):
+            i = len(ids)
+            offering = gw.catalog.offering(OFFERINGS[i % len(OFFERINGS)])
+            caps = offering.capabilities
+            request = VideoRequest(
+                prompt=f"chaos job {i}",
+                duration_s=caps.durations.nearest(5.0),
+                resolution=min(caps.resolutions, key=lambda r: r.short_side),
+                aspect_ratio=caps.aspect_ratios[0],
+            )
+            ids.append(gw.submit(request, pinned=[offering.id]).id)
+
+    submit(args.jobs)
+    print(f"submitted {len(ids)} jobs across {len(OFFERINGS)} offerings")
+
+    crash_log = work / "crashes.log"
+    kills = 0
+    hit: Counter[str] = Counter()
+    run_no = 0
+    while kills < args.kills or set(hit) < set(POINTS):
+        run_no += 1
+        if sum(not gw.store.get(i).state.terminal for i in ids) < 20:
+            submit(40)  # keep work in flight until every crash window has been hit
+            print(f"submitted 40 more jobs ({len(ids)} in all)")
+        worker_env = dict(env)
+        armed = None
+        if run_no % 2 == 1:
+            missing = [p for p in POINTS if p not in hit] or POINTS
+            armed = missing[(run_no // 2) % len(missing)]
+            worker_env["VIDGATE_CRASH_POINTS"] = f"{armed}:0.15"
+            worker_env["VIDGATE_CRASH_LOG"] = str(crash_log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vidgate", "worker", "--lease", "2", "--concurrency", "16"],
+            env=worker_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            proc.wait(timeout=rng.uniform(1.5, 5.0))
+            how = (
+                f"crashed itself at {armed}"
+                if proc.returncode == -signal.SIGKILL
+                else f"exited {proc.returncode}"
+            )
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            how = "killed -9 from outside"
+        kills += 1
+        hit = Counter(crash_log.read_text().split()) if crash_log.exists() else Counter()
+        done = sum(gw.store.get(i).state.terminal for i in ids)
+        print(f"run {run_no:2d}: worker {how}; {done}/{len(ids)} jobs terminal")
+        time.sleep(2.2)  # let the dead worker's leases lapse
+
+    print("final clean worker…")
+    final = subprocess.Popen(
+        [sys.executable, "-m", "vidgate", "worker", "--lease", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not all(gw.store.get(i).state.terminal for i in ids):
+        time.sleep(0.5)
+    final.send_signal(signal.SIGTERM)
+    final.wait(timeout=30)
+
+    # -- the audit -------------------------------------------------------------------------
+    jobs = [gw.store.get(i) for i in ids]
+    stats = httpx.get(f"{sandbox_url}/sandbox/stats", timeout=10).json()
+    states = Counter(j.state.value for j in jobs)
+    not_terminal = [j.id for j in jobs if not j.state.terminal]
+    ambiguous = [
+        j
+        for j in jobs
+        if any(a.state is AttemptState.AMBIGUOUS for a in j.attempts)
+        or (j.route or {}).get("reconciled")
+    ]
+    bad_ambiguous = [
+        j.id
+        for j in ambiguous
+        if j.state.value not in ("needs_reconciliation", "succeeded", "failed", "canceled")
+    ]
+    ledger_violations = []
+    for j in jobs:
+        rows = gw.store.ledger(job_id=j.id)
+        ended = [
+            a.n
+            for a in j.attempts
+            if a.state
+            not in (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.RUNNING)
+        ]
+        if sorted(r["attempt_n"] for r in rows) != sorted(ended):
+            ledger_violations.append(j.id)
+        billed = sum(r["amount_usd"] for r in rows if r["kind"] == "charge")
+        if j.cost_usd is not None and abs(billed - j.cost_usd) > 1e-9:
+            ledger_violations.append(j.id)
+    print()
+    print(
+        f"worker kills: {kills} ({sum(hit.values())} at named crash points: "
+        f"{dict(sorted(hit.items()))})"
+    )
+    print(f"final states: {dict(sorted(states.items()))}")
+    print(f"jobs lost: {len(ids) - len(jobs)}")
+    print(f"jobs not terminal: {len(not_terminal)}")
+    print(
+        f"provider creates: {stats['creates']}; duplicate provider submissions: "
+        f"{stats['duplicate_submissions']}"
+    )
+    print(
+        f"ambiguous creates: {len(ambiguous)} "
+        f"(reconciled: {sum(1 for j in ambiguous if (j.route or {}).get('reconciled'))}, "
+        f"needs_reconciliation: {states.get('needs_reconciliation', 0)}); "
+        f"not settled: {len(bad_ambiguous)}"
+    )
+    print(f"ledger rows per ended attempt ≠ 1, or ledger ≠ cost: {len(ledger_violations)} jobs")
+    ok = (
+        not not_terminal
+        and len(jobs) == len(ids)
+        and stats["duplicate_submissions"] == 0
+        and not bad_ambiguous
+        and not ledger_violations
+        and set(hit) >= set(POINTS)
+        and kills >= args.kills
+    )
+    print("CHAOS PASSED" if ok else "CHAOS FAILED")
+    gw.close()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
