@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from vidgate.billing.accounts import Accounts
 from vidgate.catalog.loader import Catalog, load_catalog
 from vidgate.catalog.schema import Offering
 from vidgate.errors import InvalidRequest
@@ -65,6 +66,10 @@ class Gateway:
     @cached_property
     def store(self) -> JobStore:
         return JobStore(self.settings.resolved_database_url())
+
+    @cached_property
+    def accounts(self) -> Accounts:
+        return Accounts(self.store)
 
     @cached_property
     def storage(self) -> AssetStorage:
@@ -180,6 +185,9 @@ class Gateway:
         secret = "|".join(self.credentials.get(n) for n in names) if present else "none"
         return credential_id(provider, secret)
 
+    def key_limiter(self) -> _KeyLimiter:
+        return _KeyLimiter(self.ratelimits)
+
     def headroom(self, provider: str) -> bool:
         return self.ratelimits.headroom(provider, self.credential_key(provider))
 
@@ -285,9 +293,21 @@ class Gateway:
         fingerprint = request_hash(
             request, {"policy": policy, "pinned": pinned, "webhook": webhook_url}
         )
-        stored, _created = self.store.create(
-            job, idempotency_key=idempotency_key, fingerprint=fingerprint
-        )
+        # Hold the worst case: whichever ranked offering ends up billing (failed attempts
+        # are not billed, so at most one is).
+        worst = max((c.cost_usd or 0.0) for c in plan.ranked)
+        if self.accounts.reserve(tenant, worst):
+            job.reserved_usd = worst
+        try:
+            stored, created = self.store.create(
+                job, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
+        except BaseException:
+            if job.reserved_usd:
+                self.accounts.release(tenant, worst)
+            raise
+        if not created and job.reserved_usd:
+            self.accounts.release(tenant, worst)  # a replay: the first call holds the budget
         return stored
 
     def worker(self, config: WorkerConfig | None = None, **kw: Any) -> Worker:
@@ -376,6 +396,17 @@ class Gateway:
             return await self.wait(job_id, on_progress=on_progress)
         return await self.run(job_id, on_progress)
 
+    def storage_path(self, uri: str) -> str:
+        prefix = f"{self.storage.protocol}://"
+        return uri[len(prefix) :] if uri.startswith(prefix) else uri
+
+    def delete_job(self, job: Job) -> Job:
+        """Delete a finished job's stored files; keep its record and ledger (accounting)."""
+        for asset in job.assets:
+            self.storage.delete(self.storage_path(asset.uri))
+        job.deleted = True
+        return self.store.update_finished(job)
+
     def job(self, job_id: str, tenant: str | None = None) -> Job:
         return self.store.get(job_id, tenant)
 
@@ -390,6 +421,16 @@ class Gateway:
             self._sandbox = None
         if "store" in self.__dict__:
             self.store.close()
+
+
+class _KeyLimiter:
+    """Per-API-key request rates, on the same `limits` storage as provider limits."""
+
+    def __init__(self, limits: RateLimits) -> None:
+        self.limits = limits
+
+    def take(self, key_id: str, rpm: int) -> bool:
+        return self.limits.take_rate(key_id, rpm)
 
 
 def generate(

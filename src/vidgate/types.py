@@ -416,6 +416,10 @@ class Job(BaseModel):
     finished_at: datetime | None = None
     #: where to POST this job's state-change events (Standard Webhooks signed)
     webhook_url: str | None = None
+    #: budget held for this job at submit (its worst-case cost), released at the end
+    reserved_usd: float | None = None
+    #: the user deleted it (its files are gone; the record and ledger stay for accounting)
+    deleted: bool = False
 
     @property
     def latency_s(self) -> float | None:

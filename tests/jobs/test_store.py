@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -183,9 +184,10 @@ def test_workers_heartbeat(store: JobStore) -> None:
     assert store.live_workers() == []
 
 
-def _claimer(url: str, name: str, out: mp.Queue[list[str]]) -> None:
+def _claimer(url: str, name: str, out: mp.Queue[list[str]], start: Any) -> None:
     s = JobStore(url, migrate=False)
     got: list[str] = []
+    start.wait(timeout=60)  # all four start claiming at the same moment
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         claims = s.claim(name, limit=7, lease_s=600)
@@ -204,7 +206,8 @@ def test_four_workers_never_claim_the_same_job(store: JobStore, store_url: str) 
         ids.add(job.id)
     ctx = mp.get_context("spawn")
     out: mp.Queue[list[str]] = ctx.Queue()
-    procs = [ctx.Process(target=_claimer, args=(store_url, f"w{i}", out)) for i in range(4)]
+    start = ctx.Barrier(4)
+    procs = [ctx.Process(target=_claimer, args=(store_url, f"w{i}", out, start)) for i in range(4)]
     for p in procs:
         p.start()
     results = [out.get(timeout=60) for _ in procs]

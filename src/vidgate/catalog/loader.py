@@ -47,6 +47,7 @@ class Catalog:
             self.offerings[o.id] = o
         self.hints = dict(data.hints)
         self.providers = dict(data.providers)
+        self.aliases = dict(data.aliases)
         self.by_model: dict[str, list[Offering]] = {m: [] for m in self.models}
         for o in data.offerings:
             self.by_model[o.model].append(o)
@@ -95,6 +96,7 @@ def package_data() -> dict[str, Any]:
         models = _read_yaml((root / "models.yaml").read_text("utf-8"), "models.yaml")
         hints = _read_yaml((root / "hints.yaml").read_text("utf-8"), "hints.yaml")
         providers = _read_yaml((root / "providers.yaml").read_text("utf-8"), "providers.yaml")
+        aliases = _read_yaml((root / "aliases.yaml").read_text("utf-8"), "aliases.yaml")
         offerings: list[Any] = []
         for entry in sorted((root / "offerings").iterdir(), key=lambda p: p.name):
             if entry.name.endswith(".yaml"):
@@ -107,6 +109,7 @@ def package_data() -> dict[str, Any]:
         "offerings": offerings,
         "hints": (hints or {}).get("hints", {}),
         "providers": (providers or {}).get("providers", {}),
+        "aliases": (aliases or {}).get("aliases", {}),
     }
 
 
@@ -130,11 +133,18 @@ def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], override: dict[str, Any], where: str) -> dict[str, Any]:
-    unknown = set(override) - {"offerings", "models", "add_offerings", "add_models", "providers"}
+    unknown = set(override) - {
+        "offerings",
+        "models",
+        "add_offerings",
+        "add_models",
+        "providers",
+        "aliases",
+    }
     if unknown:
         raise ConfigError(
             f"{where}: unknown section(s) {sorted(unknown)}; "
-            "use offerings, models, add_offerings, add_models, providers"
+            "use offerings, models, add_offerings, add_models, providers, aliases"
         )
     models: list[Any] = list(raw["models"])
     offerings: list[Any] = list(raw["offerings"])
@@ -144,6 +154,7 @@ def apply_overrides(raw: dict[str, Any], override: dict[str, Any], where: str) -
         "offerings": offerings,
         "hints": dict(raw.get("hints", {})),
         "providers": providers,
+        "aliases": {**raw.get("aliases", {}), **(override.get("aliases") or {})},
     }
     for section in ("models", "offerings"):
         patches = override.get(section) or {}

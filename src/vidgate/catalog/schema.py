@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -290,6 +290,13 @@ class ProviderInfo(_Data):
     source: Source
 
 
+class RoutingAlias(_Data):
+    """A name a client can use as ``model``: a policy plus request defaults."""
+
+    policy: str = "cheapest"
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+
 class CatalogData(_Data):
     """The whole catalog as loaded from data files (and user overrides)."""
 
@@ -297,3 +304,4 @@ class CatalogData(_Data):
     offerings: list[Offering]
     hints: dict[str, Hint] = Field(default_factory=dict)
     providers: dict[str, ProviderInfo] = Field(default_factory=dict)
+    aliases: dict[str, RoutingAlias] = Field(default_factory=dict)

@@ -181,7 +181,7 @@ def generate(
         summary = _summary(gw, job)
         if job.state is JobState.SUCCEEDED:
             with (
-                gw.storage.open(_storage_path(gw, job.assets[0].uri)) as src,
+                gw.storage.open(gw.storage_path(job.assets[0].uri)) as src,
                 output.open("wb") as dst,
             ):
                 shutil.copyfileobj(src, dst, 1 << 20)
@@ -195,11 +195,6 @@ def generate(
         _print_summary(summary, output)
     if job.state is not JobState.SUCCEEDED:
         raise typer.Exit(1)
-
-
-def _storage_path(gw: Gateway, uri: str) -> str:
-    prefix = f"{gw.storage.protocol}://"
-    return uri[len(prefix) :] if uri.startswith(prefix) else uri
 
 
 async def _run_with_progress(gw: Gateway, job: Job, *, quiet: bool) -> Job:

@@ -20,6 +20,7 @@ from vidgate.cli import generate as gen
 from vidgate.cli import jobs as jobs_cli
 from vidgate.cli import models as models_cli
 from vidgate.cli import plan as plan_cli
+from vidgate.cli import service as service_cli
 from vidgate.cli.common import err_console, print_json, settings_from
 from vidgate.errors import (
     AmbiguousSubmission,
@@ -44,6 +45,9 @@ app.command("jobs")(jobs_cli.jobs)
 app.command("job")(jobs_cli.job)
 app.command("wait")(jobs_cli.wait)
 app.command("cancel")(jobs_cli.cancel)
+app.command("serve")(service_cli.serve)
+app.command("spend")(service_cli.spend)
+app.add_typer(service_cli.keys_app, name="keys")
 app.add_typer(plan_cli.app, name="plan")
 app.command("simulate")(plan_cli.simulate)
 

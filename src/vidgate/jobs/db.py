@@ -119,6 +119,46 @@ workers = Table(
 )
 
 
+#: who may call the service, with what allowance; budgets are reserved atomically at submit
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("budget_usd", Float),  # None: unlimited
+    Column("reserved_usd", Float, nullable=False, default=0.0),
+    Column("spent_usd", Float, nullable=False, default=0.0),
+    #: resellers: what the tenant is charged per USD of provider cost (seed 000: 3x)
+    Column("markup", Float, nullable=False, default=1.0),
+    Column("max_concurrent_jobs", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("key_hash", String(64), nullable=False, unique=True),  # sha256: never the key
+    Column("prefix", String(16), nullable=False),  # shown in listings to tell keys apart
+    Column("rpm", Integer),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: responses of POSTs made with an Idempotency-Key, replayed on repeats
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # in_progress, done
+    Column("status_code", Integer),
+    Column("response", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]

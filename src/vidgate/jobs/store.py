@@ -337,6 +337,18 @@ class JobStore:
                         next_attempt_at=now,
                     )
                 )
+            if job.state.terminal and job.reserved_usd:
+                # Release the hold and book what was actually billed, atomically with the
+                # terminal state (so a crash can neither double-book nor leak a hold).
+                t = db.tenants
+                conn.execute(
+                    update(t)
+                    .where(t.c.id == job.tenant)
+                    .values(
+                        reserved_usd=t.c.reserved_usd - job.reserved_usd,
+                        spent_usd=t.c.spent_usd + (job.cost_usd or 0.0),
+                    )
+                )
             for le in ledger:
                 conn.execute(
                     insert(db.ledger).values(
@@ -351,6 +363,20 @@ class JobStore:
                 )
         if release or job.state.terminal:
             claim.owner = ""  # further writes through this claim are stale by construction
+        return job
+
+    def update_finished(self, job: Job) -> Job:
+        """Rewrite a terminal job's record (e.g. marking it deleted). Terminal jobs are
+        never claimed again, so no fence is needed — but only terminal rows qualify."""
+        j = db.jobs
+        with self._tx() as conn:
+            res = conn.execute(
+                update(j)
+                .where(j.c.id == job.id, j.c.terminal.is_(True))
+                .values(doc=job.model_dump_json(), updated_at=_now(), version=j.c.version + 1)
+            )
+        if res.rowcount != 1:
+            raise StaleLease(f"job {job.id} is not finished")
         return job
 
     def request_cancel(self, job_id: str, tenant: str | None = None) -> Job:

@@ -61,12 +61,14 @@ class Worker:
         worker_id: str | None = None,
         only_job: str | None = None,
         on_progress: ProgressFn | None = None,
+        on_finished: Callable[[Job], None] | None = None,
     ) -> None:
         self.gw = gateway
         self.config = config or WorkerConfig()
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.only_job = only_job
         self.on_progress = on_progress
+        self.on_finished = on_finished
         self.held: dict[str, _Held] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._stop = asyncio.Event()
@@ -164,6 +166,9 @@ class Worker:
                 held.claim, wake=held.wake, flags=held.flags, on_progress=self.on_progress
             )
             self.finished[job_id] = job
+            if self.on_finished is not None and job.state.terminal:
+                with contextlib.suppress(Exception):
+                    self.on_finished(job)
             return job
         except StaleLease:
             log.warning("lost the lease on %s; another worker has it", job_id)

@@ -43,6 +43,7 @@ class RateLimits:
         except Exception as e:  # the library raises several types for bad URLs
             raise ConfigError(f"rate-limit storage {storage_url!r}: {e}") from None
         self.limiter = MovingWindowRateLimiter(self.storage)
+        self._adhoc: dict[int, RateLimitItem] = {}
 
     def headroom(self, provider: str, credential: str) -> bool:
         item = self.items.get(provider)
@@ -52,6 +53,13 @@ class RateLimits:
         """Consume one request slot; False when the window is full."""
         item = self.items.get(provider)
         return item is None or bool(self.limiter.hit(item, "vidgate", credential))
+
+    def take_rate(self, identity: str, per_minute: int) -> bool:
+        """A slot under an ad-hoc per-minute limit (API keys' rpm)."""
+        item = self._adhoc.get(per_minute)
+        if item is None:
+            item = self._adhoc[per_minute] = parse(f"{per_minute}/minute")
+        return bool(self.limiter.hit(item, "vidgate-key", identity))
 
     def describe(self, provider: str) -> str:
         item = self.items.get(provider)

@@ -336,7 +336,11 @@ class Router:
         return RequestView.of(request, self.env.now())
 
     def route(
-        self, request: VideoRequest, policy: str = "cheapest", pinned: list[str] | None = None
+        self,
+        request: VideoRequest,
+        policy: str = "cheapest",
+        pinned: list[str] | None = None,
+        among: list[str] | None = None,
     ) -> RoutePlan:
         """Rank feasible offerings; raise :class:`NoRoute` with the nearest misses if none."""
         v = self.view(request)
@@ -354,12 +358,16 @@ class Router:
                     f"unknown policy {policy!r}; use one of {', '.join(POLICIES)} "
                     "or pin offerings with --offering"
                 )
-            pool = self.compiled
-            found = [
-                cand
-                for c in self._statically_feasible(v)
-                if (cand := self._dynamic(v, c)) is not None
-            ]
+            if among is not None:
+                pool = [self.by_id[oid] for oid in among if oid in self.by_id]
+                found = [cand for c in pool if (cand := self.feasible(v, c)) is not None]
+            else:
+                pool = self.compiled
+                found = [
+                    cand
+                    for c in self._statically_feasible(v)
+                    if (cand := self._dynamic(v, c)) is not None
+                ]
             ranked = rank(policy, found, request, self.env.catalog)
         plan = RoutePlan(
             request=request, policy=policy, ranked=ranked, _router=self, _view=v, _pool=pool

@@ -1,0 +1,375 @@
+"""The OpenAI-compatible Videos API, so existing clients work unchanged.
+
+``POST /v1/videos`` takes what the OpenAI SDK sends (multipart, or JSON): ``prompt``,
+``model``, ``seconds`` (a string), ``size`` ("WxH"), ``input_reference`` (a file, or
+``{"image_url": ...}``). ``model`` may be an offering id (pinned), a model id (best route
+to that model), or a routing alias from the catalog (``auto``, ``auto:cheapest``,
+``auto:premium-audio``...). vidgate-specific fields ride in an optional ``vidgate`` object
+(the SDK's ``extra_body``): any VideoRequest field, plus ``policy`` and ``webhook_url``.
+
+Job states map to the four OpenAI statuses; the job id is the video id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from vidgate.billing.accounts import KeyInfo
+from vidgate.errors import InvalidRequest, NotFound
+from vidgate.gateway import Gateway
+from vidgate.server.deps import (
+    caller,
+    check_concurrency,
+    fetch_reference,
+    gateway,
+    idempotent,
+    state,
+)
+from vidgate.server.errors import ApiError
+from vidgate.types import (
+    RESOLUTION_ORDER,
+    Job,
+    JobState,
+    Mode,
+    Reference,
+    ReferenceRole,
+    VideoRequest,
+)
+
+router = APIRouter(prefix="/v1/videos", tags=["OpenAI-compatible videos"])
+
+_STATUS = {
+    JobState.QUEUED: "queued",
+    JobState.ROUTING: "queued",
+    JobState.SUBMITTING: "queued",
+    JobState.SUBMITTED: "queued",
+    JobState.RUNNING: "in_progress",
+    JobState.DOWNLOADING: "in_progress",
+    JobState.POST_PROCESSING: "in_progress",
+    JobState.SUCCEEDED: "completed",
+    JobState.FAILED: "failed",
+    JobState.CANCELED: "failed",
+    JobState.EXPIRED: "failed",
+    JobState.NEEDS_RECONCILIATION: "failed",
+}
+_ASPECTS = ["16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "3:2", "2:3"]
+MAX_BODY = 30 * 1024 * 1024
+
+
+def _ts(dt: datetime | None) -> int | None:
+    return int(dt.timestamp()) if dt else None
+
+
+def video_object(job: Job) -> dict[str, Any]:
+    w, h = job.request.frame_size
+    asset = job.assets[0] if job.assets else None
+    error = None
+    if _STATUS[job.state] == "failed":
+        err = job.error or {"code": job.state.value, "message": f"the job {job.state.value}"}
+        error = {"code": str(err.get("code")), "message": str(err.get("message"))}
+    done = job.state is JobState.SUCCEEDED
+    seconds = asset.duration_s if asset and asset.duration_s else job.request.duration_s
+    return {
+        "id": job.id,
+        "object": "video",
+        "model": job.offering_id or "auto",
+        "status": _STATUS[job.state],
+        "progress": 100 if done else round((job.progress or 0.0) * 100),
+        "created_at": _ts(job.created_at),
+        "completed_at": _ts(job.finished_at) if done else None,
+        "expires_at": None,  # our copy does not expire
+        "prompt": job.request.prompt,
+        "size": f"{asset.width}x{asset.height}" if asset and asset.width else f"{w}x{h}",
+        "seconds": f"{seconds:g}",
+        "remixed_from_video_id": None,
+        "error": error,
+    }
+
+
+def size_to_request(size: str) -> dict[str, Any]:
+    """'1280x720' -> 720p 16:9; odd sizes go to the nearest tier and standard ratio."""
+    try:
+        w, h = (int(x) for x in size.lower().split("x"))
+        if w <= 0 or h <= 0:
+            raise ValueError
+    except ValueError:
+        raise ApiError(
+            400, "invalid_size", f"size {size!r} is not WIDTHxHEIGHT, e.g. 1280x720", param="size"
+        ) from None
+    short = min(w, h)
+    res = min(RESOLUTION_ORDER, key=lambda r: abs(r.short_side - short))
+    ratio = w / h
+    aspect = min(
+        _ASPECTS,
+        key=lambda a: abs(math.log(ratio) - math.log(int(a.split(":")[0]) / int(a.split(":")[1]))),
+    )
+    return {"resolution": res, "aspect_ratio": aspect}
+
+
+async def _parse_create(request: Request) -> tuple[dict[str, Any], bytes | None, bytes]:
+    """The create body as a dict, an uploaded reference image (if any), and the raw body."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "body_too_large", f"request body is over {MAX_BODY} bytes")
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form()
+        fields: dict[str, Any] = {}
+        upload = None
+        for k, v in form.multi_items():
+            if isinstance(v, str):
+                fields[k] = v
+            elif k == "input_reference":
+                upload = (await v.read(), v.content_type or "image/png")
+        if "vidgate" in fields:
+            try:
+                fields["vidgate"] = json.loads(fields["vidgate"])
+            except ValueError:
+                raise ApiError(400, "invalid_json", "the vidgate field is not JSON") from None
+        image = None
+        if upload is not None:
+            data, mime = upload
+            image = f"data:{mime};base64,{base64.b64encode(data).decode()}".encode()
+        return fields, image, raw
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    return body, None, raw
+
+
+def build(
+    gw: Gateway, body: dict[str, Any], image: bytes | None
+) -> tuple[VideoRequest, str, list[str] | None, list[str] | None, str | None]:
+    """Map an OpenAI create body to (request, policy, pinned, among, webhook)."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ApiError(400, "missing_prompt", "prompt is required", param="prompt")
+    model = str(body.get("model") or "auto")
+    extra = body.get("vidgate") or {}
+    if not isinstance(extra, dict):
+        raise ApiError(400, "invalid_vidgate", "vidgate must be an object of request fields")
+    extra = dict(extra)
+    cat = gw.catalog
+    fields: dict[str, Any] = {"prompt": prompt}
+    policy, pinned, among = "cheapest", None, None
+    if model in cat.aliases:
+        alias = cat.aliases[model]
+        policy = alias.policy
+        fields.update(alias.defaults)
+    elif model in cat.offerings:
+        pinned = [model]
+    elif model in cat.models:
+        among = [o.id for o in cat.by_model[model]]
+    else:
+        known = ", ".join(sorted(cat.aliases)[:4])
+        raise ApiError(
+            400,
+            "model_not_found",
+            f"model {model!r} is not an offering, a model or an alias (e.g. {known}; "
+            "GET /v1/models lists them)",
+            param="model",
+        )
+    seconds = body.get("seconds")
+    if seconds is not None:
+        try:
+            fields["duration_s"] = float(seconds)
+        except (TypeError, ValueError):
+            raise ApiError(
+                400, "invalid_seconds", f"seconds {seconds!r} is not a number", param="seconds"
+            ) from None
+    if body.get("size"):
+        fields.update(size_to_request(str(body["size"])))
+    ref = body.get("input_reference")
+    url = image.decode() if image else None
+    if isinstance(ref, dict):
+        if ref.get("file_id"):
+            raise ApiError(
+                400,
+                "unsupported_file_id",
+                "input_reference.file_id is not supported; send image_url or a file",
+                param="input_reference",
+            )
+        url = ref.get("image_url") or url
+    if url:
+        fields["references"] = [Reference(role=ReferenceRole.FIRST_FRAME, url=str(url))]
+        fields["mode"] = Mode.IMAGE_TO_VIDEO
+    policy = str(extra.pop("policy", policy))
+    webhook = extra.pop("webhook_url", None)
+    offerings = extra.pop("offerings", None)
+    if offerings:
+        pinned = list(offerings)
+    fields.update(extra)
+    try:
+        request = VideoRequest.model_validate(fields)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"{where}: {str(err['msg']).removeprefix('Value error, ')}",
+            param=where,
+        ) from None
+    return request, policy, pinned, among, webhook
+
+
+@router.post("", status_code=200)
+async def create_video(request: Request, key: Annotated[KeyInfo, Depends(caller)]) -> Response:
+    gw = gateway(request)
+    body, image, raw = await _parse_create(request)
+
+    async def handler() -> Response:
+        req, policy, pinned, among, webhook = build(gw, body, image)
+        if req.references:
+            req = req.model_copy(
+                update={"references": [await fetch_reference(gw, r) for r in req.references]}
+            )
+        check_concurrency(gw, key.tenant)
+        job = await asyncio.to_thread(_submit, gw, req, policy, pinned, among, key.tenant, webhook)
+        state(request).metrics.submitted.labels(job.offering_id or "none").inc()
+        return JSONResponse(video_object(job))
+
+    return await idempotent(request, key.tenant, raw, handler)
+
+
+def _submit(
+    gw: Gateway,
+    req: VideoRequest,
+    policy: str,
+    pinned: list[str] | None,
+    among: list[str] | None,
+    tenant: str,
+    webhook: str | None,
+) -> Job:
+    if among is not None:
+        plan = gw.router().route(req, policy=policy, among=among)
+        pinned = [c.offering.id for c in plan.ranked]
+        policy = "cheapest"
+    return gw.submit(req, policy=policy, pinned=pinned, tenant=tenant, webhook_url=webhook)
+
+
+def _own_job(gw: Gateway, video_id: str, tenant: str) -> Job:
+    try:
+        job = gw.store.get(video_id, tenant)  # another tenant's id is simply "not found"
+    except NotFound:
+        raise ApiError(404, "not_found", f"video {video_id!r} not found") from None
+    if job.deleted:
+        raise ApiError(404, "not_found", f"video {video_id!r} not found")
+    return job
+
+
+@router.get("/{video_id}")
+def retrieve_video(
+    video_id: str, request: Request, key: Annotated[KeyInfo, Depends(caller)]
+) -> dict[str, Any]:
+    return video_object(_own_job(gateway(request), video_id, key.tenant))
+
+
+@router.get("")
+def list_videos(
+    request: Request,
+    key: Annotated[KeyInfo, Depends(caller)],
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=0, le=100)] = 20,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+) -> dict[str, Any]:
+    gw = gateway(request)
+    before = None
+    if after:
+        before = _own_job(gw, after, key.tenant).created_at
+    jobs = [
+        j for j in gw.store.list(tenant=key.tenant, limit=limit + 1, before=before) if not j.deleted
+    ]
+    has_more = len(jobs) > limit
+    jobs = jobs[:limit]
+    if order == "asc":
+        jobs.reverse()
+    data = [video_object(j) for j in jobs]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+@router.delete("/{video_id}")
+def delete_video(
+    video_id: str, request: Request, key: Annotated[KeyInfo, Depends(caller)]
+) -> dict[str, Any]:
+    gw = gateway(request)
+    job = _own_job(gw, video_id, key.tenant)
+    if _STATUS[job.state] not in ("completed", "failed"):
+        raise ApiError(
+            400,
+            "video_not_finished",
+            "only completed or failed videos can be deleted; cancel a running one "
+            f"with POST /v1/jobs/{video_id}/cancel",
+        )
+    gw.delete_job(job)
+    return {"id": video_id, "object": "video.deleted", "deleted": True}
+
+
+@router.get("/{video_id}/content")
+def download_video(
+    video_id: str,
+    request: Request,
+    key: Annotated[KeyInfo, Depends(caller)],
+    variant: str = "video",
+) -> Response:
+    gw = gateway(request)
+    job = _own_job(gw, video_id, key.tenant)
+    if variant != "video":
+        raise ApiError(
+            400,
+            "unsupported_variant",
+            f"variant {variant!r} is not available; use video",
+            param="variant",
+        )
+    if job.state is not JobState.SUCCEEDED or not job.assets:
+        raise ApiError(
+            400,
+            "video_not_ready",
+            f"video {video_id} is {_STATUS[job.state]}; download it once completed",
+        )
+    return content_response(gw, job)
+
+
+def content_response(gw: Gateway, job: Job) -> Response:
+    asset = job.assets[0]
+    path = gw.storage_path(asset.uri)
+
+    def chunks() -> Any:
+        with gw.storage.open(path) as f:
+            while block := f.read(1 << 20):
+                yield block
+
+    return StreamingResponse(
+        chunks(),
+        media_type=asset.content_type,
+        headers={"content-length": str(asset.bytes), "etag": f'"{asset.sha256}"'},
+    )
+
+
+@router.post("/{video_id}/remix")
+def remix_video(
+    video_id: str, request: Request, key: Annotated[KeyInfo, Depends(caller)]
+) -> Response:
+    job = _own_job(gateway(request), video_id, key.tenant)
+    raise InvalidRequest(
+        f"remix is not supported by {job.offering_id}: no offering in the catalog declares "
+        "it; submit a new video with the source as input_reference instead"
+    )
