@@ -1,5 +1,6 @@
 """`make demo`: the main job, offline. Runs vidgate's CLI against the sandbox (no keys, no
-network): lists the catalog, routes a request, and generates two real MP4s."""
+network): lists the catalog, routes a request, generates two real MP4s, and prices a
+multi-model workload with the planner."""
 
 from __future__ import annotations
 
@@ -45,6 +46,16 @@ def run() -> None:
             "premium",
             "-o",
             str(OUT / "chefs.mp4"),
+        ],
+    )
+
+    step(
+        "what seed 000's multi-model platform costs with the router instead of fixed picks",
+        [
+            "plan",
+            str(ROOT / "examples/workloads/router-platform-mix.yaml"),
+            "--compare",
+            str(ROOT / "examples/workloads/seed-000-platform-mix.yaml"),
         ],
     )
 

@@ -36,10 +36,6 @@ from vidgate.settings import Credentials, Settings
 from vidgate.storage.assets import AssetStorage
 from vidgate.types import Job, JobState, VideoRequest
 
-#: In sandbox mode, an offering whose protocol the sandbox does not emulate yet is served
-#: through this protocol, so every catalog offering is reachable offline.
-SANDBOX_FALLBACK_PROTOCOL = "openai-videos"
-
 
 class Gateway:
     def __init__(
@@ -129,11 +125,6 @@ class Gateway:
             )
         return self._client
 
-    def protocol_for(self, offering: Offering) -> str:
-        if self.sandbox and offering.protocol not in self.emulated:
-            return SANDBOX_FALLBACK_PROTOCOL
-        return offering.protocol
-
     def _base_url(self, cls: type[Provider], provider: str) -> str | None:
         if self.sandbox:
             path = urlsplit(cls.default_base_url).path.rstrip("/")
@@ -141,7 +132,7 @@ class Gateway:
         return self.credentials.base_url_override(provider)
 
     def for_offering(self, offering: Offering) -> Provider:
-        cls = adapter_class(self.protocol_for(offering))
+        cls = adapter_class(offering.protocol)
         return cls(
             client=self.client(),
             credentials=self.credentials,
@@ -210,9 +201,11 @@ class Gateway:
 
     @cached_property
     def _router(self) -> Router:
+        # An offering is routable only through an adapter; in sandbox mode the sandbox must
+        # also emulate its protocol. Routing is otherwise the same as in production.
         protocols = frozenset(registry())
         if self.sandbox:
-            protocols = frozenset(o.protocol for o in self.catalog.offerings.values())
+            protocols &= self.emulated
         self.refresh_stats()
         return Router(
             RouterEnv(
@@ -272,10 +265,6 @@ class Gateway:
         route = plan.explain()
         route["ranked"] = [c.offering.id for c in plan.ranked]
         route["estimates"] = {c.offering.id: c.cost_usd for c in plan.ranked}
-        if self.sandbox:
-            route["served_by"] = {
-                c.offering.id: self.protocol_for(c.offering) for c in plan.ranked[:5]
-            }
         job = Job(
             id="job_" + uuid.uuid4().hex[:20],
             tenant=tenant,

@@ -249,3 +249,79 @@ def test_json_money_is_rounded_only_at_output(catalog: Catalog) -> None:
     assert report.usd_per_month == pytest.approx(3 * 0.25 * 30.5)
     d = report.to_dict()
     assert d["totals"]["usd_per_month"] == 22.88  # 22.875, rounded once
+
+
+ROUTER_MIX = EXAMPLES / "router-platform-mix.yaml"
+MULTI_SHOT = "required_strengths: [multi-shot]"
+
+
+def test_required_strengths_hold_the_multi_shot_class(catalog: Catalog) -> None:
+    text = ROUTER_MIX.read_text()
+    assert text.count(MULTI_SHOT) == 1
+    report = plan(parse_workload(text), catalog, now=LATER)
+    c = report.class_named("multi-shot")
+    # the choice and every fallback the router ranked are models known for multi-shot
+    for oid in [c.offering, *c.fallbacks]:
+        assert "multi-shot" in catalog.model_of(catalog.offerings[oid]).quality.strengths, oid
+    assert c.fallbacks
+    # without the constraint the class goes to a cheaper model that is not: the constraint,
+    # not the hint or the tier, is what holds the choice
+    loose = plan(parse_workload(text.replace(f", {MULTI_SHOT}", "")), catalog, now=LATER)
+    free = loose.class_named("multi-shot")
+    assert "multi-shot" not in catalog.model_of(catalog.offerings[free.offering]).quality.strengths
+    assert free.usd_per_clip < c.usd_per_clip
+    others = [x.name for x in report.classes if x.name != "multi-shot"]
+    assert [report.class_named(n).offering for n in others] == [
+        loose.class_named(n).offering for n in others
+    ]
+
+
+def test_a_baseline_without_a_required_strength_says_so(catalog: Catalog, write: Write) -> None:
+    text = ROUTER_MIX.read_text() + "baselines: [pixverse-fal, kling-3.0-kling]\n"
+    d = plan(load_workload(write(text), catalog), catalog, now=LATER).to_dict()
+    pixverse = next(b for b in d["baselines"] if b["offering"] == "pixverse-fal")
+    assert not pixverse["feasible"]
+    multi = [r for r in pixverse["reasons"] if r.startswith("multi-shot: ")]
+    assert multi, pixverse["reasons"]
+    assert "not known for multi-shot" in multi[0]
+    kling = next(b for b in d["baselines"] if b["offering"] == "kling-3.0-kling")
+    assert not any(r.startswith("multi-shot: ") for r in kling["reasons"]), kling["reasons"]
+
+
+def test_pins_honour_required_strengths(catalog: Catalog) -> None:
+    w = parse_workload(
+        """\
+name: pinned strengths
+daily_volume: 100
+classes:
+  - name: shots
+    share: 1
+    offering: [luma-ray-3.14-luma, kling-3.0-kling]
+    request: {constraints: {required_strengths: [multi-shot]}}
+"""
+    )
+    c = plan(w, catalog, now=LATER).classes[0]
+    # Ray3.14 is the first pin but not known for multi-shot: the next pin serves the class
+    assert (c.policy, c.offering, c.fallbacks) == ("pinned", "kling-3.0-kling", [])
+
+
+def test_a_strength_no_feasible_offering_has_is_an_error_with_its_line(catalog: Catalog) -> None:
+    w = parse_workload(
+        """\
+name: impossible
+daily_volume: 100
+classes:
+  - name: shots
+    share: 1
+    request:
+      constraints:
+        allowed_providers: [luma]
+        required_strengths: [multi-shot]
+""",
+        "w.yaml",
+    )
+    with pytest.raises(WorkloadError) as err:
+        plan(w, catalog, now=LATER)
+    msg = str(err.value)
+    assert msg.startswith("w.yaml line 6: classes[0].request: class 'shots' cannot be routed"), msg
+    assert "not known for multi-shot" in msg

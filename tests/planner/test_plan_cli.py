@@ -91,6 +91,16 @@ def test_bad_workloads_are_one_line_with_field_and_line(tmp_path: Path) -> None:
     assert_one_line_error(proc, "line 5: classes[0].share: must be between 0 and 1")
     proc = vidgate("plan", str(tmp_path / "missing.yaml"), home=tmp_path)
     assert_one_line_error(proc, "no such file")
+    bad.write_text(
+        "name: x\ndaily_volume: 10\nclasses:\n  - name: a\n    share: 1\n"
+        "    require_strengths: [multi-shot]\n"
+    )
+    proc = vidgate("plan", str(bad), home=tmp_path)
+    assert_one_line_error(
+        proc,
+        "line 6: classes[0].require_strengths: no longer a class key",
+        "request.constraints.required_strengths",
+    )
     proc = vidgate("plan", VOLUME, "--as-of", "yesterday", home=tmp_path)
     assert_one_line_error(proc, "--as-of 'yesterday'")
 

@@ -89,6 +89,36 @@ def test_transient_errors_on_the_cheapest_offering_are_counted_as_fallbacks(
     assert d["fallbacks"] == report.fallbacks
 
 
+def test_required_strengths_hold_through_fallbacks(home: Path, catalog: Catalog) -> None:
+    # the cheapest standard clip is pixverse-fal, whose model is not known for multi-shot; the
+    # cheapest that is, wan-2.6-fal, is down: the gateway falls back only among multi-shot models
+    w = parse_workload(
+        """\
+name: multi-shot outage
+daily_volume: 100
+classes:
+  - name: shots
+    share: 1
+    request:
+      quality: standard
+      constraints: {blocked_providers: [self-hosted], required_strengths: [multi-shot]}
+faults:
+  - {kind: unavailable, rate: 1.0, offering: wan-2.6-fal}
+"""
+    )
+    report = simulate(w, jobs=8, seed=5, settings=settings(home), concurrency=4, catalog=catalog)
+    d = report.to_dict()
+    assert d["success_rate"] == 1.0, d
+    assert report.fallbacks > 0
+    assert d["attempts_by_offering"]["wan-2.6-fal"].get("failed", 0) > 0
+    tried = set(d["attempts_by_offering"])
+    assert len(tried) > 1, tried
+    for oid in tried:
+        assert "multi-shot" in catalog.model_of(catalog.offerings[oid]).quality.strengths, oid
+    assert all(o.attempts[0][0] == "wan-2.6-fal" for o in report.outcomes if len(o.attempts) > 1)
+    assert report.duplicate_submissions == 0
+
+
 def test_fault_rules_map_targets_onto_served_protocols(catalog: Catalog) -> None:
     w = parse_workload(
         """\

@@ -119,6 +119,60 @@ def test_unknown_hint_provider_and_override(write: Write, catalog: Catalog) -> N
         load_workload(write(text), catalog)
 
 
+def with_strengths(second: str) -> str:
+    """GOOD, with the finals class requiring two model strengths (the second on line 19)."""
+    return GOOD.replace(
+        "      constraints: {max_cost_usd: 5}\n",
+        "      constraints:\n"
+        "        max_cost_usd: 5\n"
+        "        required_strengths:\n"
+        "          - dialogue\n"
+        f"          - {second}\n",
+    )
+
+
+def test_required_strengths_are_a_request_constraint(write: Write, catalog: Catalog) -> None:
+    w = load_workload(write(with_strengths("lip-sync")), catalog)
+    assert w.classes[0].request.constraints.required_strengths == []
+    req = w.classes[1].request.to_request(w.clip_seconds, "x")
+    assert req.constraints.required_strengths == ["dialogue", "lip-sync"]
+    assert req.constraints.max_cost_usd == 5
+
+
+def test_an_unknown_strength_is_named_with_its_line(write: Write, catalog: Catalog) -> None:
+    path = write(with_strengths("lipsync"))
+    with pytest.raises(WorkloadError) as err:
+        load_workload(path, catalog)
+    field = "classes[1].request.constraints.required_strengths[1]"
+    assert str(err.value) == (
+        f"{path} line 19: {field}: no model in the catalog has strength 'lipsync' "
+        "(did you mean 'lip-sync'?)"
+    )
+    assert (err.value.line, err.value.field) == (19, field)
+    # without a catalog only the shape is checked
+    w = parse_workload(with_strengths("lipsync"))
+    assert w.classes[1].request.constraints.required_strengths == ["dialogue", "lipsync"]
+
+
+def test_the_old_class_level_require_strengths_says_where_it_went() -> None:
+    text = GOOD.replace(
+        "    policy: best-quality\n",
+        "    policy: best-quality\n    require_strengths: [dialogue]\n",
+    )
+    with pytest.raises(WorkloadError) as err:
+        parse_workload(text, "workload.yaml")
+    msg = str(err.value)
+    assert msg.startswith("workload.yaml line 10: classes[1].require_strengths: "), msg
+    assert "no longer a class key" in msg
+    assert "request.constraints.required_strengths" in msg
+    assert "unknown key" not in msg
+    assert err.value.line == 10
+    # other misspelt keys still list what is allowed, and the class schema has no such key
+    typo = GOOD.replace("    policy: best-quality\n", "    polcy: best-quality\n")
+    with pytest.raises(WorkloadError, match=r"line 9: classes\[1\]\.polcy: unknown key \(allowed"):
+        parse_workload(typo)
+
+
 def test_faults_are_validated() -> None:
     bad = GOOD + "faults:\n  - {kind: down, provider: luma}\n"
     with pytest.raises(WorkloadError, match=r"line 17: faults\[0\]\.kind"):

@@ -252,9 +252,9 @@ async def test_every_offering_generates_in_sandbox_mode(offering_id: str, tmp_pa
         job = await gw.generate(request_for(offering), pinned=[offering_id])
         assert job.state.value == "succeeded", job.error
         assert job.assets[0].codec == "h264"
-        served_by = (job.route or {}).get("served_by", {}).get(offering_id)
-        if offering.protocol in PROTOCOLS:
-            assert served_by == offering.protocol
+        # the attempt really went through this offering's own adapter and wire protocol
+        assert job.attempts[-1].provider_job
+        assert job.attempts[-1].provider_job["protocol"] == offering.protocol
     finally:
         await gw.aclose()
         gw.close()

@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from vidgate.errors import InvalidRequest
 from vidgate.settings import Settings
@@ -33,7 +34,8 @@ MAX_LOCAL_REFERENCE_BYTES = 20 * 1024 * 1024  # the OpenAI digest's limit for im
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escape(): a message may contain [brackets] (option lists) that rich would eat as markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

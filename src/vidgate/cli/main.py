@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 # Typer ≥ 0.20 vendors click as typer._click; earlier releases use click itself. Catch
 # whichever this install raises, so a usage error is always one line, never a traceback.
@@ -138,16 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
         err_console.print(
-            f"[bold red]error:[/] {e.format_message()}{hint}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(e.format_message())}{escape(hint)}",
+            highlight=False,
+            soft_wrap=True,
         )
         return 2
     except ClickException as e:
         err_console.print(
-            f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(e.format_message())}", highlight=False, soft_wrap=True
         )
         return 2
     except VidgateError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         if isinstance(e, AmbiguousSubmission):
             return 1
         return 2 if isinstance(e, _INPUT_ERRORS) else 1

@@ -316,10 +316,6 @@ def class_request(workload: Workload, index: int) -> VideoRequest:
         raise workload.error(("classes", index, "request"), first[-1].strip()) from None
 
 
-def _has_strengths(cand: Candidate, wanted: list[str]) -> bool:
-    return set(wanted) <= set(cand.model.quality.strengths)
-
-
 def route_class(router: Router, workload: Workload, index: int) -> list[Candidate]:
     """The ranked candidates for a class (pins in order, else by its policy)."""
     c = workload.classes[index]
@@ -336,14 +332,6 @@ def route_class(router: Router, workload: Workload, index: int) -> list[Candidat
         ) from None
     except InvalidRequest as e:
         raise workload.error(("classes", index, "request"), e.message) from None
-    if c.require_strengths:
-        ranked = [cand for cand in ranked if _has_strengths(cand, c.require_strengths)]
-        if not ranked:
-            raise workload.error(
-                ("classes", index, "require_strengths"),
-                f"class {c.name!r}: no offering that meets the request has "
-                f"{', '.join(c.require_strengths)}",
-            )
     return ranked
 
 
@@ -418,8 +406,6 @@ def _baseline(
     for c, request in zip(workload.classes, requests, strict=True):
         cand = router.check(router.view(request), compiled)
         why = [r.message for r in cand.rejections]
-        if c.require_strengths and not _has_strengths(cand, c.require_strengths):
-            why.append(f"not strong at {', '.join(c.require_strengths)}")
         if why:
             reasons.append(f"{c.name}: {'; '.join(why)}")
             continue

@@ -46,7 +46,7 @@ from vidgate.catalog.loader import Catalog, load_catalog
 from vidgate.catalog.schema import CatalogData, Offering
 from vidgate.errors import ConfigError, InvalidRequest, VidgateError
 from vidgate.gateway import Gateway
-from vidgate.planner.plan import planning_router, route_class, with_price_overrides
+from vidgate.planner.plan import with_price_overrides
 from vidgate.planner.workload import Fault, Workload
 from vidgate.sandbox.core import FaultConfig, FaultRule
 from vidgate.settings import Settings
@@ -242,8 +242,7 @@ def fault_rules(
 
     An offering is ``(protocol, provider model id)``; a model is every offering of it; a
     provider is one rule per protocol it is served through — unless another provider shares
-    that protocol in the sandbox (offerings without an emulator are served as OpenAI Videos),
-    in which case its offerings are named one by one.
+    that protocol, in which case its offerings are named one by one.
     """
     rules: list[FaultRule] = []
     offerings = list(catalog.offerings.values())
@@ -402,15 +401,6 @@ async def _run(
     client = httpx.AsyncClient(timeout=10, transport=httpx.AsyncHTTPTransport(retries=0))
     previous: dict[str, Any] | None = None
     try:
-        # Classes that need a strength the router cannot require are pinned to the planner's
-        # filtered ranking (in order), so the gateway falls back only among those.
-        planner = planning_router(cat, datetime.now(UTC))
-        pins: list[list[str] | None] = []
-        for i, c in enumerate(workload.classes):
-            if c.require_strengths and not c.pinned:
-                pins.append([x.offering.id for x in route_class(planner, workload, i)][:8])
-            else:
-                pins.append(c.pinned)
         try:
             if server is None:
                 resp = await client.get(f"{url}/sandbox/faults")
@@ -427,7 +417,7 @@ async def _run(
         )
         run_id = uuid.uuid4().hex[:8]
         t0 = time.time()
-        rules = fault_rules(workload.faults, cat, gw.protocol_for, t0)
+        rules = fault_rules(workload.faults, cat, _served_by, t0)
         config = FaultConfig(rules=rules, hang_s=s.http_timeout_s + 1.0)
         (await client.put(f"{url}/sandbox/faults", json=config.model_dump())).raise_for_status()
 
@@ -450,7 +440,7 @@ async def _run(
 
             async with sem:
                 try:
-                    job = gw.submit(req, policy=c.policy, pinned=pins[ci])
+                    job = gw.submit(req, policy=c.policy, pinned=c.pinned)
                     job = await gw.run(job.id, on_progress=seen)
                     out = _outcome(k, c.name, job, ready_at)
                 except VidgateError as e:  # no route (every pin's breaker open...)
@@ -490,6 +480,12 @@ async def _run(
         sandbox=sandbox,
         faults=[r.model_dump(exclude_none=True) for r in rules],
     )
+
+
+def _served_by(offering: Offering) -> str:
+    # the gateway serves each offering through its own protocol (in sandbox mode it routes
+    # only the offerings whose protocol the sandbox emulates)
+    return offering.protocol
 
 
 def _request(workload: Workload, index: int, prompt: str) -> VideoRequest:

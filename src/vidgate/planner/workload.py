@@ -162,10 +162,9 @@ class WorkloadClass(_Strict):
     policy: Literal["cheapest", "fastest", "best-quality", "balanced"] = "cheapest"
     #: pin: one offering id, or an ordered fallback list (the policy is then not used)
     offering: str | Annotated[list[str], Field(min_length=1, max_length=16)] | None = None
+    #: the clips' shape and hard constraints (model strengths a class needs go under
+    #: ``request.constraints.required_strengths``, which the router enforces)
     request: ClassRequest = Field(default_factory=ClassRequest)
-    #: model strengths every offering serving this class must have (e.g. multi-shot): a hard
-    #: filter applied to the router's ranking, since request hints only steer the ranking
-    require_strengths: Annotated[list[str], Field(max_length=8)] = Field(default_factory=list)
 
     @field_validator("share")
     @classmethod
@@ -362,10 +361,22 @@ def _container_item(tp: Any) -> Any:
     return None
 
 
+#: keys an older workload format had, and what to write instead (by the model that had them)
+_MOVED: dict[tuple[type[BaseModel], str], str] = {
+    (WorkloadClass, "require_strengths"): (
+        "no longer a class key; move the list under the class's request as "
+        "request.constraints.required_strengths, which the router enforces"
+    ),
+}
+
+
 def _message(err: Any, path: Path_, missing: bool) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         model = _model_at(path[:-1])
+        moved = _MOVED.get((model, str(path[-1]))) if model is not None and path else None
+        if moved is not None:
+            return moved
         allowed = f" (allowed: {', '.join(model.model_fields)})" if model else ""
         return f"unknown key{allowed}"
     if kind == "missing" or missing:
@@ -441,6 +452,7 @@ def check_against(w: Workload, catalog: Catalog) -> None:
     """Every offering, provider, model and hint the workload names must exist."""
     offerings = catalog.offerings
     providers = sorted({o.provider for o in offerings.values()})
+    strengths = sorted({s for m in catalog.models.values() for s in m.quality.strengths})
 
     def offering(path: Path_, oid: str) -> None:
         if oid not in offerings:
@@ -463,14 +475,13 @@ def check_against(w: Workload, catalog: Catalog) -> None:
                     f"unknown hint {h!r}{_suggest(h, catalog.hints)}; "
                     f"use {', '.join(sorted(catalog.hints))}",
                 )
-        strengths = sorted({s for m in catalog.models.values() for s in m.quality.strengths})
-        for j, s in enumerate(c.require_strengths):
+        cons = c.request.constraints
+        for j, s in enumerate(cons.required_strengths):
             if s not in strengths:
                 raise w.error(
-                    ("classes", i, "require_strengths", j),
+                    ("classes", i, "request", "constraints", "required_strengths", j),
                     f"no model in the catalog has strength {s!r}{_suggest(s, strengths)}",
                 )
-        cons = c.request.constraints
         for key in ("allowed_providers", "blocked_providers"):
             for j, name in enumerate(getattr(cons, key) or []):
                 provider(("classes", i, "request", "constraints", key, j), name)
