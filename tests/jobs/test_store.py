@@ -194,6 +194,9 @@ def _claimer(url: str, name: str, out: mp.Queue[list[str]], start: Any) -> None:
         if not claims:
             break
         got.extend(c.job.id for c in claims)
+        # A real worker does work between claims; without this pause SQLite's writer lock
+        # can let one process win every race, and the test would prove nothing about races.
+        time.sleep(0.005)
     s.close()
     out.put(got)
 

@@ -177,7 +177,8 @@ async def test_deadline_expires_the_job(tmp_path, mini_catalog: Catalog, sandbox
 
 
 async def test_first_progress_timeout_moves_on(tmp_path, mini_catalog, sandbox) -> None:
-    sandbox.core.time_scale = 1.0  # queued for 10% of a 20-120 s job: longer than 0.3 s
+    # queued for 10% of a job lasting minutes: far longer than the 0.3 s allowed
+    sandbox.core.time_scale = 10.0
     gw = Gateway(sandbox_settings(tmp_path / "h", sandbox.url), catalog=mini_catalog)
     job = gw.submit(VideoRequest(prompt="x", duration_s=4, constraints={"first_progress_s": 0.3}))
     done = await _run(gw, job.id)

@@ -81,16 +81,20 @@ class Pacer:
 
     Never sooner than the provider asked (``openai-poll-after-ms``, Retry-After); otherwise a
     tenth of the time the job has run so far, clamped to [min_s, max_s] — fast feedback for
-    fast models, few calls for the ten-minute ones. After errors: exponential backoff with
-    full jitter.
+    fast models, few calls for the ten-minute ones. When the provider reports progress, the
+    remaining time it implies (elapsed × (1 − p) / p) caps the wait, so polls converge on the
+    finish instead of overshooting it. After errors: exponential backoff with full jitter.
     """
 
     min_s: float = 2.0
     max_s: float = 15.0
     fraction: float = 0.1
 
-    def next(self, *, hint: float | None, elapsed: float) -> float:
+    def next(self, *, hint: float | None, elapsed: float, progress: float | None = None) -> float:
         base = min(self.max_s, max(self.min_s, elapsed * self.fraction))
+        if progress is not None and 0.05 <= progress < 1.0:
+            eta = elapsed * (1.0 - progress) / progress
+            base = min(base, max(self.min_s, eta))
         return max(hint or 0.0, base)
 
     def backoff(self, errors: int, retry_after: float | None) -> float:
@@ -533,7 +537,9 @@ class JobDriver:
                 await self._save(claim)
                 await self._emit(job, on_progress)
                 last_write = now_mono
-            delay = self.pacer.next(hint=status.poll_after_s, elapsed=elapsed)
+            delay = self.pacer.next(
+                hint=status.poll_after_s, elapsed=elapsed, progress=status.progress
+            )
 
     async def _sleep(self, delay: float, wake: asyncio.Event | None) -> None:
         if wake is None:

@@ -21,6 +21,7 @@ from vidgate import __version__
 from vidgate.gateway import Gateway
 from vidgate.jobs.callbacks import CallbackHandler
 from vidgate.jobs.worker import Worker, WorkerConfig
+from vidgate.server import dashboard as dashboard_api
 from vidgate.server import errors, native, videos
 from vidgate.server.deps import ServerState
 from vidgate.server.observability import Metrics
@@ -103,6 +104,8 @@ def create_app(
 
     app.include_router(videos.router)
     app.include_router(native.router)
+    app.include_router(dashboard_api.router)
+    app.mount("/static", dashboard_api.static_files(), name="static")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:

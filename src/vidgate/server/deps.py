@@ -1,13 +1,16 @@
 """Per-request plumbing shared by the routes: the gateway, the caller's key, rate limits,
-Idempotency-Key handling, reference fetching."""
+Idempotency-Key handling, URL checks (references, webhooks), body size limits."""
 
 from __future__ import annotations
 
+import asyncio
+import difflib
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -16,8 +19,8 @@ from fastapi.responses import JSONResponse, Response
 from vidgate.billing.accounts import KeyInfo
 from vidgate.errors import InvalidRequest, VidgateError
 from vidgate.gateway import Gateway
-from vidgate.net.ssrf import resolve_checked
-from vidgate.server.errors import ApiError
+from vidgate.net.ssrf import BlockedAddress, resolve_checked
+from vidgate.server.errors import ApiError, media_type, render_exception
 from vidgate.server.observability import Metrics
 from vidgate.types import Reference
 
@@ -32,6 +35,8 @@ class ServerState:
     #: raw key -> (KeyInfo or None, cached at): saves a query per request; a revoked key is
     #: refused within the TTL
     auth_cache: dict[str, tuple[KeyInfo | None, float]]
+    #: per-tenant locks making "check the tenant's job cap, then store the job" one step
+    admission: dict[str, asyncio.Lock] = field(default_factory=dict)
 
 
 def state(request: Request) -> ServerState:
@@ -87,6 +92,41 @@ def check_concurrency(gw: Gateway, tenant: str) -> None:
         )
 
 
+@asynccontextmanager
+async def admitted(request: Request, tenant: str) -> AsyncIterator[None]:
+    """Admit a submit under the tenant's cap on running jobs: the cap is checked and the
+    job stored while the tenant's lock is held, so concurrent submits cannot all pass the
+    check before any of them is counted. (This holds within one server process; several
+    processes would need the job store to count and insert in one transaction.)"""
+    st = state(request)
+    gw = st.gateway
+    row = await asyncio.to_thread(gw.accounts.tenant, tenant)
+    if row is None or row["max_concurrent_jobs"] is None:
+        yield
+        return
+    lock = st.admission.setdefault(tenant, asyncio.Lock())
+    async with lock:
+        await asyncio.to_thread(check_concurrency, gw, tenant)
+        yield
+
+
+def check_offerings(gw: Gateway, ids: list[str] | None) -> None:
+    """Pinned offerings must exist: an unknown id is the caller's mistake (a 4xx naming the
+    nearest id), never a configuration error of ours."""
+    for oid in ids or ():
+        if oid not in gw.catalog.offerings:
+            close = difflib.get_close_matches(oid, list(gw.catalog.offerings), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InvalidRequest(f"unknown offering {oid!r}; {hint}GET /v1/models lists them")
+
+
+async def _check_url(gw: Gateway, url: str, what: str) -> None:
+    try:
+        await resolve_checked(url, allow_hosts=gw.settings.allow_hosts())
+    except BlockedAddress as e:
+        raise BlockedAddress(f"{what} {url!r} is not allowed: {e.message}") from None
+
+
 async def fetch_reference(gw: Gateway, ref: Reference) -> Reference:
     """Check a reference URL with the SSRF rules before it goes anywhere.
 
@@ -98,8 +138,53 @@ async def fetch_reference(gw: Gateway, ref: Reference) -> Reference:
         if len(ref.url) > MAX_REFERENCE_BYTES * 4 // 3 + 100:
             raise InvalidRequest(f"inline reference is over {MAX_REFERENCE_BYTES} bytes")
         return ref
-    await resolve_checked(ref.url, allow_hosts=gw.settings.allow_hosts())
+    await _check_url(gw, ref.url, "reference url")
     return ref
+
+
+async def check_webhook(gw: Gateway, url: str | None) -> None:
+    """Refuse a webhook URL at submit time when its address is internal, so the caller hears
+    about it now rather than through webhooks that silently never arrive (delivery checks
+    every address again, and never follows redirects)."""
+    if url is None:
+        return
+    if len(url) > 2048:
+        raise InvalidRequest("webhook_url is at most 2048 characters")
+    await _check_url(gw, url, "webhook_url")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (whether or
+    not the client declared a Content-Length), never buffered past the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def replay_request(request: Request, body: bytes) -> Request:
+    """A Request over the same scope whose body is ``body`` (already read and checked)."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
+
+
+#: answers that say "not now" rather than "no": a retry with the same key must run again
+_NOT_STORED = frozenset({402, 409, 429})
 
 
 async def idempotent(
@@ -109,15 +194,22 @@ async def idempotent(
     handler: Callable[[], Awaitable[Response]],
 ) -> Response:
     """Idempotency-Key semantics for POSTs: the same key replays the first response, 409
-    while the first is still running, 422 when the body differs; keys are per tenant."""
+    while the first is still running, 422 when the body differs; keys are per tenant.
+
+    ``body`` is the request in a canonical form (the same request always gives the same
+    bytes). A definite answer — success, or a 4xx about the request itself — is stored and
+    replayed; a "not now" answer (402, 409, 429, any 5xx) is forgotten so a retry with the
+    same key runs again."""
     key = request.headers.get("idempotency-key")
     if not key:
         return await handler()
-    if len(key) > 255:
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key is at most 255 chars")
+    if len(key) > 255 or not key.isprintable():
+        raise ApiError(
+            400, "invalid_idempotency_key", "Idempotency-Key is 1-255 printable characters"
+        )
     accounts = gateway(request).accounts
     digest = hashlib.sha256(request.url.path.encode() + b"\0" + body).hexdigest()
-    st = accounts.idem_begin(tenant, key, digest)
+    st = await asyncio.to_thread(accounts.idem_begin, tenant, key, digest)
     if st.outcome == "conflict":
         raise ApiError(
             422,
@@ -133,32 +225,33 @@ async def idempotent(
             headers={"Retry-After": "1"},
         )
     if st.outcome == "replay":
+        status = st.status_code or 200
         return Response(
             st.response or "",
-            status_code=st.status_code or 200,
-            media_type="application/json",
+            status_code=status,
+            media_type=media_type(request, status),
             headers={"Idempotent-Replayed": "true"},
         )
     try:
         resp = await handler()
     except (ApiError, VidgateError) as e:
-        status = e.status if isinstance(e, ApiError) else e.http_status
-        if status >= 500:
-            accounts.idem_abort(tenant, key)  # nothing happened: let a retry run it
+        rendered = render_exception(request, e)
+        if rendered.status_code >= 500 or rendered.status_code in _NOT_STORED:
+            await asyncio.to_thread(accounts.idem_abort, tenant, key)
             raise
-        # a definite 4xx answer is part of the key's history: replay it too
-        from vidgate.server.errors import render
-
-        rendered = render(
-            request, status, getattr(e, "code", "error"), getattr(e, "message", str(e))
+        await asyncio.to_thread(
+            accounts.idem_finish, tenant, key, rendered.status_code, bytes(rendered.body).decode()
         )
-        accounts.idem_finish(tenant, key, status, bytes(rendered.body).decode())
         return rendered
     except BaseException:
-        accounts.idem_abort(tenant, key)
+        await asyncio.to_thread(accounts.idem_abort, tenant, key)
         raise
     if isinstance(resp, JSONResponse):
-        accounts.idem_finish(tenant, key, resp.status_code, bytes(resp.body).decode())
+        await asyncio.to_thread(
+            accounts.idem_finish, tenant, key, resp.status_code, bytes(resp.body).decode()
+        )
+    else:
+        await asyncio.to_thread(accounts.idem_abort, tenant, key)
     return resp
 
 

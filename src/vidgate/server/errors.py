@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidgate.errors import VidgateError
 
@@ -44,8 +45,15 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def _openai_style(request: Request) -> bool:
+def openai_style(request: Request) -> bool:
+    """Whether errors on this path use OpenAI's envelope (the OpenAI-compatible routes)."""
     return request.url.path.startswith("/v1/videos")
+
+
+def media_type(request: Request, status: int) -> str:
+    if status >= 400 and not openai_style(request):
+        return "application/problem+json"
+    return "application/json"
 
 
 def render(
@@ -58,7 +66,7 @@ def render(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    if _openai_style(request):
+    if openai_style(request):
         body: dict[str, Any] = {
             "error": {
                 "message": message,
@@ -94,30 +102,98 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{field}: {msg}" if field else msg), field
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+def render_exception(request: Request, exc: ApiError | VidgateError) -> JSONResponse:
+    """The answer for an error a route raised (also what an Idempotency-Key replays)."""
+    if isinstance(exc, ApiError):
         return render(
             request, exc.status, exc.code, exc.message, param=exc.param, headers=exc.headers
         )
+    headers = {}
+    retry_after = exc.details.get("retry_after") if exc.details else None
+    if retry_after:
+        headers["Retry-After"] = str(int(float(retry_after)) or 1)
+    extra = {"nearest": exc.details["nearest"]} if "nearest" in (exc.details or {}) else None
+    # A provider's own error is our upstream failing (502/503), never a 5xx of ours about
+    # the caller's request; the message never carries a secret (errors.py).
+    status = exc.http_status
+    if status == 422 and openai_style(request):
+        status = 400  # OpenAI answers an invalid request with 400 (its SDKs: BadRequestError)
+    return render(request, status, exc.code, exc.message, headers=headers, extra=extra)
+
+
+#: the largest request body the service reads (multipart images included)
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+class BodyLimit:
+    """ASGI middleware: a body past ``max_bytes`` is answered 413 the moment it passes the
+    limit — also when it comes chunked, without a Content-Length (which a check of the
+    header alone lets through, and which the framework would otherwise buffer whole).
+
+    The 413 goes out at once; the application then sees a disconnected client, and
+    whatever it answers to that is dropped."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen = 0
+        refused = False
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes and not started:
+                    refused = True
+                    response = render(
+                        Request(scope),
+                        413,
+                        "body_too_large",
+                        f"request bodies are limited to {self.max_bytes} bytes",
+                        headers={"Connection": "close"},
+                    )
+                    await response(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 went out already
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counted, guarded)
+
+
+def install(app: FastAPI) -> None:
+    """Error answers for the whole app: exception handlers and the body-size limit."""
+    app.add_middleware(BodyLimit, max_bytes=MAX_REQUEST_BYTES)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return render_exception(request, exc)
 
     @app.exception_handler(VidgateError)
     async def vidgate_error(request: Request, exc: VidgateError) -> JSONResponse:
-        headers = {}
-        retry_after = exc.details.get("retry_after") if exc.details else None
-        if retry_after:
-            headers["Retry-After"] = str(int(float(retry_after)) or 1)
-        extra = {"nearest": exc.details["nearest"]} if "nearest" in (exc.details or {}) else None
-        # A provider's own error is our upstream failing (502/503), never a 5xx of ours
-        # about the caller's request; the message never carries a secret (errors.py).
-        return render(request, exc.http_status, exc.code, exc.message, headers=headers, extra=extra)
+        return render_exception(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, field = _validation_message(exc)
         return render(
             request,
-            422 if not _openai_style(request) else 400,
+            422 if not openai_style(request) else 400,
             "invalid_request",
             message,
             param=field,
@@ -126,4 +202,5 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return render(request, exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers) if exc.headers else None
+        return render(request, exc.status_code, code, str(exc.detail), headers=headers)

@@ -16,8 +16,10 @@ from vidgate.billing.accounts import KeyInfo
 from vidgate.errors import NotFound
 from vidgate.jobs.callbacks import CallbackHandler
 from vidgate.server.deps import (
+    admitted,
     caller,
-    check_concurrency,
+    check_offerings,
+    check_webhook,
     fetch_reference,
     gateway,
     idempotent,
@@ -74,19 +76,21 @@ async def create_job(
 
     async def handler() -> Response:
         req = body.request
+        check_offerings(gw, body.offerings)
+        await check_webhook(gw, body.webhook_url)
         if req.references:
             req = req.model_copy(
                 update={"references": [await fetch_reference(gw, r) for r in req.references]}
             )
-        check_concurrency(gw, key.tenant)
-        job = await asyncio.to_thread(
-            gw.submit,
-            req,
-            policy=body.policy,
-            pinned=body.offerings,
-            tenant=key.tenant,
-            webhook_url=body.webhook_url,
-        )
+        async with admitted(request, key.tenant):
+            job = await asyncio.to_thread(
+                gw.submit,
+                req,
+                policy=body.policy,
+                pinned=body.offerings,
+                tenant=key.tenant,
+                webhook_url=body.webhook_url,
+            )
         state(request).metrics.submitted.labels(job.offering_id or "none").inc()
         return JSONResponse(public(job), status_code=202)
 
@@ -163,7 +167,9 @@ async def job_events(
 def route_preview(
     body: RoutePreview, request: Request, key: Annotated[KeyInfo, Depends(caller)]
 ) -> dict[str, Any]:
-    plan = gateway(request).route(body.request, policy=body.policy, pinned=body.offerings)
+    gw = gateway(request)
+    check_offerings(gw, body.offerings)
+    plan = gw.route(body.request, policy=body.policy, pinned=body.offerings)
     out = plan.explain(runners_up=len(plan.ranked))
     out["ranked"] = [c.summary() for c in plan.ranked]
     out.pop("runners_up")

@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from vidgate.types import Job
+from vidgate.types import Job, JobState
 
 
 class Metrics:
@@ -65,8 +65,10 @@ class Metrics:
                 self.provider_errors.labels(a.offering_id, str(a.error.get("code"))).inc()
 
     def refresh(self, counts: dict[str, int], health: dict[str, Any]) -> None:
-        for state, n in counts.items():
-            self.jobs_by_state.labels(state).set(n)
+        # Every state is set at each scrape (0 when no job is in it): a state that emptied
+        # since the last scrape must not keep showing its old count.
+        for state in JobState:
+            self.jobs_by_state.labels(state.value).set(counts.get(state.value, 0))
         for kind in ("offerings", "providers"):
             for name, state in health.get(kind, {}).items():
                 self.breakers.labels(kind[:-1], name).set(1 if state == "open" else 0)

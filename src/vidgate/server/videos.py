@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import math
 from datetime import datetime
@@ -22,16 +23,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from sqlalchemy import and_, or_, select
 
 from vidgate.billing.accounts import KeyInfo
 from vidgate.errors import InvalidRequest, NotFound
 from vidgate.gateway import Gateway
+from vidgate.jobs import db
 from vidgate.server.deps import (
+    admitted,
     caller,
-    check_concurrency,
+    check_offerings,
+    check_webhook,
     fetch_reference,
     gateway,
     idempotent,
+    read_body,
+    replay_request,
     state,
 )
 from vidgate.server.errors import ApiError
@@ -40,7 +47,6 @@ from vidgate.types import (
     Job,
     JobState,
     Mode,
-    Reference,
     ReferenceRole,
     VideoRequest,
 )
@@ -115,38 +121,106 @@ def size_to_request(size: str) -> dict[str, Any]:
     return {"resolution": res, "aspect_ratio": aspect}
 
 
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+_MAX_FORM_DEPTH = 6
+
+
+def _form_path(key: str) -> list[str]:
+    """'vidgate[metadata][order]' -> ['vidgate', 'metadata', 'order']; 'a[]' -> ['a', '']."""
+    head, sep, rest = key.partition("[")
+    if not sep:
+        return [key]
+    if not rest.endswith("]"):
+        raise ApiError(400, "invalid_form", f"form field {key!r} is not name[part]...")
+    parts = [head, *rest[:-1].split("][")]
+    if len(parts) > _MAX_FORM_DEPTH or any("[" in p or "]" in p for p in parts):
+        raise ApiError(400, "invalid_form", f"form field {key!r} is nested too deeply")
+    return parts
+
+
+def _unflatten(items: list[tuple[str, str]]) -> dict[str, Any]:
+    """Rebuild the objects clients flatten into form fields (the OpenAI SDK sends
+    ``extra_body={"vidgate": {"policy": "fastest"}}`` as ``vidgate[policy]=fastest``)."""
+    out: dict[str, Any] = {}
+    for key, value in items:
+        path = _form_path(key)
+        node: Any = out
+        for i, part in enumerate(path[:-1]):
+            nxt: Any = [] if path[i + 1] == "" else {}
+            if isinstance(node, dict):
+                node = node.setdefault(part, nxt)
+            else:
+                raise ApiError(400, "invalid_form", f"form field {key!r} mixes lists and objects")
+            if not isinstance(node, type(nxt)):
+                raise ApiError(400, "invalid_form", f"form field {key!r} conflicts with another")
+        last = path[-1]
+        if isinstance(node, list) and last == "":
+            node.append(value)
+        elif isinstance(node, dict) and last != "":
+            if last in node:
+                raise ApiError(400, "invalid_form", f"form field {key!r} is given twice")
+            node[last] = value
+        else:
+            raise ApiError(400, "invalid_form", f"form field {key!r} mixes lists and objects")
+    return out
+
+
 async def _parse_create(request: Request) -> tuple[dict[str, Any], bytes | None, bytes]:
-    """The create body as a dict, an uploaded reference image (if any), and the raw body."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, "body_too_large", f"request body is over {MAX_BODY} bytes")
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        form = await request.form()
-        fields: dict[str, Any] = {}
+    """The create body as a dict, an uploaded reference image (if any, as a data URL), and
+    a canonical form of the request for Idempotency-Key comparisons (a multipart body's raw
+    bytes differ on every send: the boundary is random)."""
+    raw = await read_body(request, MAX_BODY)
+    ctype = request.headers.get("content-type", "").lower()
+    image = None
+    if ctype.startswith(_FORM_TYPES):
+        items: list[tuple[str, str]] = []
         upload = None
-        for k, v in form.multi_items():
-            if isinstance(v, str):
-                fields[k] = v
-            elif k == "input_reference":
-                upload = (await v.read(), v.content_type or "image/png")
-        if "vidgate" in fields:
+        try:
+            async with replay_request(request, raw).form() as form:
+                for k, v in form.multi_items():
+                    if isinstance(v, str):
+                        items.append((k, v))
+                    elif k == "input_reference":
+                        upload = (await v.read(), (v.content_type or "").lower())
+                    else:
+                        raise ApiError(
+                            400, "unexpected_file", f"unexpected file field {k!r}", param=k
+                        )
+        except ApiError:
+            raise
+        except Exception as e:  # malformed multipart: the caller's mistake, never a 500
+            raise ApiError(400, "invalid_form", f"the form body cannot be parsed: {e}") from None
+        if upload is not None and not upload[1].startswith("image/"):
+            raise ApiError(
+                400,
+                "invalid_input_reference",
+                "input_reference must be an image (image/png, image/jpeg, image/webp); "
+                f"got {upload[1] or 'no content type'}",
+                param="input_reference",
+            )
+        fields = _unflatten(items)
+        if isinstance(fields.get("vidgate"), str):
             try:
                 fields["vidgate"] = json.loads(fields["vidgate"])
             except ValueError:
                 raise ApiError(400, "invalid_json", "the vidgate field is not JSON") from None
-        image = None
         if upload is not None:
             data, mime = upload
             image = f"data:{mime};base64,{base64.b64encode(data).decode()}".encode()
-        return fields, image, raw
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
-    return body, None, raw
+        body = fields
+    else:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    canonical = json.dumps(
+        {"body": body, "image": hashlib.sha256(image).hexdigest() if image else None},
+        sort_keys=True,
+        default=str,
+    ).encode()
+    return body, image, canonical
 
 
 def build(
@@ -193,7 +267,9 @@ def build(
         fields.update(size_to_request(str(body["size"])))
     ref = body.get("input_reference")
     url = image.decode() if image else None
-    if isinstance(ref, dict):
+    if isinstance(ref, str) and ref:
+        url = ref  # a bare URL is taken as {"image_url": ...}
+    elif isinstance(ref, dict):
         if ref.get("file_id"):
             raise ApiError(
                 400,
@@ -202,13 +278,34 @@ def build(
                 param="input_reference",
             )
         url = ref.get("image_url") or url
+    elif ref is not None:
+        raise ApiError(
+            400,
+            "invalid_input_reference",
+            "input_reference is a file, or an object {image_url: ...}",
+            param="input_reference",
+        )
     if url:
-        fields["references"] = [Reference(role=ReferenceRole.FIRST_FRAME, url=str(url))]
+        # validated with the rest of the request below, so a bad URL is a 400 naming it
+        fields["references"] = [{"role": ReferenceRole.FIRST_FRAME.value, "url": str(url)}]
         fields["mode"] = Mode.IMAGE_TO_VIDEO
     policy = str(extra.pop("policy", policy))
     webhook = extra.pop("webhook_url", None)
+    if webhook is not None and not isinstance(webhook, str):
+        raise ApiError(400, "invalid_webhook_url", "vidgate.webhook_url must be a URL string")
     offerings = extra.pop("offerings", None)
-    if offerings:
+    if offerings is not None:
+        if (
+            not isinstance(offerings, list)
+            or not 0 < len(offerings) <= 20
+            or not all(isinstance(o, str) for o in offerings)
+        ):
+            raise ApiError(
+                400,
+                "invalid_offerings",
+                "vidgate.offerings is a list of 1-20 offering ids (GET /v1/models lists them)",
+                param="vidgate.offerings",
+            )
         pinned = list(offerings)
     fields.update(extra)
     try:
@@ -225,19 +322,74 @@ def build(
     return request, policy, pinned, among, webhook
 
 
-@router.post("", status_code=200)
+_CREATE_FIELDS: dict[str, Any] = {
+    "prompt": {"type": "string", "minLength": 1, "maxLength": 8000},
+    "model": {
+        "type": "string",
+        "description": "an offering id, a model id, or a routing alias (auto, auto:premium...)",
+        "default": "auto",
+    },
+    "seconds": {"type": "string", "description": "clip length in seconds, e.g. '8'"},
+    "size": {"type": "string", "description": "WIDTHxHEIGHT, e.g. 1280x720"},
+}
+_VIDGATE_FIELD: dict[str, Any] = {
+    "type": "object",
+    "description": "vidgate's own fields: any VideoRequest field, plus policy, offerings "
+    "and webhook_url",
+    "additionalProperties": True,
+}
+#: The body is read by hand (JSON or multipart, as the OpenAI SDK sends it), so it is
+#: described here for the OpenAPI document.
+_CREATE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["prompt"],
+                    "properties": {
+                        **_CREATE_FIELDS,
+                        "input_reference": {
+                            "type": "object",
+                            "properties": {"image_url": {"type": "string"}},
+                        },
+                        "vidgate": _VIDGATE_FIELD,
+                    },
+                }
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["prompt"],
+                    "properties": {
+                        **_CREATE_FIELDS,
+                        "input_reference": {"type": "string", "format": "binary"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("", status_code=200, openapi_extra=_CREATE_BODY)
 async def create_video(request: Request, key: Annotated[KeyInfo, Depends(caller)]) -> Response:
     gw = gateway(request)
     body, image, raw = await _parse_create(request)
 
     async def handler() -> Response:
         req, policy, pinned, among, webhook = build(gw, body, image)
+        check_offerings(gw, pinned)
+        await check_webhook(gw, webhook)
         if req.references:
             req = req.model_copy(
                 update={"references": [await fetch_reference(gw, r) for r in req.references]}
             )
-        check_concurrency(gw, key.tenant)
-        job = await asyncio.to_thread(_submit, gw, req, policy, pinned, among, key.tenant, webhook)
+        async with admitted(request, key.tenant):
+            job = await asyncio.to_thread(
+                _submit, gw, req, policy, pinned, among, key.tenant, webhook
+            )
         state(request).metrics.submitted.labels(job.offering_id or "none").inc()
         return JSONResponse(video_object(job))
 
@@ -277,26 +429,54 @@ def retrieve_video(
     return video_object(_own_job(gateway(request), video_id, key.tenant))
 
 
+def _page(gw: Gateway, tenant: str, after: Job | None, limit: int, order: str) -> list[Job]:
+    """Up to ``limit + 1`` of the tenant's live videos after the cursor, in ``order``.
+
+    A keyset on (created_at, id) — not created_at alone — so that jobs created in the same
+    instant are neither skipped nor repeated across pages; deleted videos are skipped
+    without shortening a page."""
+    j = db.jobs
+    desc = order == "desc"
+    out: list[Job] = []
+    cursor = (after.created_at, after.id) if after else None
+    while len(out) <= limit:
+        q = select(j.c.id, j.c.created_at, j.c.doc).where(j.c.tenant == tenant)
+        if cursor is not None:
+            at, jid = cursor
+            if desc:
+                q = q.where(or_(j.c.created_at < at, and_(j.c.created_at == at, j.c.id < jid)))
+            else:
+                q = q.where(or_(j.c.created_at > at, and_(j.c.created_at == at, j.c.id > jid)))
+        if desc:
+            q = q.order_by(j.c.created_at.desc(), j.c.id.desc())
+        else:
+            q = q.order_by(j.c.created_at.asc(), j.c.id.asc())
+        batch = limit + 1 - len(out)
+        with gw.store.engine.connect() as conn:
+            rows = conn.execute(q.limit(batch)).all()
+        for row in rows:
+            job = Job.model_validate_json(row.doc)
+            cursor = (row.created_at, row.id)
+            if not job.deleted:
+                out.append(job)
+        if len(rows) < batch:
+            break
+    return out
+
+
 @router.get("")
 def list_videos(
     request: Request,
     key: Annotated[KeyInfo, Depends(caller)],
-    after: str | None = None,
-    limit: Annotated[int, Query(ge=0, le=100)] = 20,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
 ) -> dict[str, Any]:
     gw = gateway(request)
-    before = None
-    if after:
-        before = _own_job(gw, after, key.tenant).created_at
-    jobs = [
-        j for j in gw.store.list(tenant=key.tenant, limit=limit + 1, before=before) if not j.deleted
-    ]
+    cursor = _own_job(gw, after, key.tenant) if after else None
+    jobs = _page(gw, key.tenant, cursor, limit, order)
     has_more = len(jobs) > limit
-    jobs = jobs[:limit]
-    if order == "asc":
-        jobs.reverse()
-    data = [video_object(j) for j in jobs]
+    data = [video_object(j) for j in jobs[:limit]]
     return {
         "object": "list",
         "data": data,
