@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -181,3 +182,31 @@ def _wait_for_key(server: Server, tenant: Tenant, key: str, timeout_s: float = 2
 @pytest.fixture
 def tenant_idle(idle_server: Server) -> Tenant:
     return idle_server.tenant()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_key_left_in_progress_by_a_dead_process_is_taken_over_safely(
+    idle_server: Server, tenant_idle: Tenant, path: str
+) -> None:
+    """A server that died after claiming a key (and maybe after creating the job) must not
+    leave the key answering 409 forever — nor let the retry create a second job."""
+    key = str(uuid.uuid4())
+    first = post(idle_server, tenant_idle, path, key, BODIES[path])
+    assert first.status_code == ACCEPTED[path], first.text
+    # Rewind: the stored answer is lost and the claim looks three minutes old, as if the
+    # process had died right after creating the job.
+    with idle_server.gateway.store.engine.begin() as conn:
+        conn.execute(
+            sa.update(db.idempotency)
+            .where(db.idempotency.c.tenant == tenant_idle.name, db.idempotency.c.key == key)
+            .values(
+                state="in_progress",
+                response=None,
+                status_code=None,
+                created_at=datetime.now(UTC) - timedelta(minutes=3),
+            )
+        )
+    retry = post(idle_server, tenant_idle, path, key, BODIES[path])
+    assert retry.status_code == ACCEPTED[path], retry.text
+    assert retry.json()["id"] == first.json()["id"]  # the job the first run made
+    assert jobs_of(idle_server, tenant_idle) == [first.json()["id"]]

@@ -14,7 +14,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -25,6 +25,8 @@ from vidgate.jobs import db
 from vidgate.jobs.store import JobStore
 
 KEY_PREFIX = "vg_"
+#: an Idempotency-Key claimed this long ago and never finished belongs to a dead process
+IDEMPOTENCY_STALE_S = 120.0
 
 
 def _now() -> datetime:
@@ -257,6 +259,25 @@ class Accounts:
         if row.request_hash != request_hash:
             return IdempotencyState("conflict")
         if row.state != "done":
+            started = (
+                row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+            )
+            if _now() - started > timedelta(seconds=IDEMPOTENCY_STALE_S):
+                # The process handling it died. Taking the key over is safe: the job store
+                # holds the same key, so re-running returns the job the first run made.
+                with self.engine.begin() as conn:
+                    res = conn.execute(
+                        update(i)
+                        .where(
+                            i.c.tenant == tenant,
+                            i.c.key == key,
+                            i.c.state == "in_progress",
+                            i.c.created_at == row.created_at,
+                        )
+                        .values(created_at=_now())
+                    )
+                if res.rowcount == 1:
+                    return IdempotencyState("new")
             return IdempotencyState("in_progress")
         return IdempotencyState("replay", row.status_code, row.response)
 

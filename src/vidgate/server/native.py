@@ -90,6 +90,9 @@ async def create_job(
                 pinned=body.offerings,
                 tenant=key.tenant,
                 webhook_url=body.webhook_url,
+                # the same key at the job store: a retry after a crash can never make a
+                # second job, whatever happened to the stored response
+                idempotency_key=request.headers.get("idempotency-key"),
             )
         state(request).metrics.submitted.labels(job.offering_id or "none").inc()
         return JSONResponse(public(job), status_code=202)

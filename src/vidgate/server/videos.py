@@ -388,7 +388,15 @@ async def create_video(request: Request, key: Annotated[KeyInfo, Depends(caller)
             )
         async with admitted(request, key.tenant):
             job = await asyncio.to_thread(
-                _submit, gw, req, policy, pinned, among, key.tenant, webhook
+                _submit,
+                gw,
+                req,
+                policy,
+                pinned,
+                among,
+                key.tenant,
+                webhook,
+                request.headers.get("idempotency-key"),
             )
         state(request).metrics.submitted.labels(job.offering_id or "none").inc()
         return JSONResponse(video_object(job))
@@ -404,12 +412,20 @@ def _submit(
     among: list[str] | None,
     tenant: str,
     webhook: str | None,
+    idempotency_key: str | None = None,
 ) -> Job:
     if among is not None:
         plan = gw.router().route(req, policy=policy, among=among)
         pinned = [c.offering.id for c in plan.ranked]
         policy = "cheapest"
-    return gw.submit(req, policy=policy, pinned=pinned, tenant=tenant, webhook_url=webhook)
+    return gw.submit(
+        req,
+        policy=policy,
+        pinned=pinned,
+        tenant=tenant,
+        webhook_url=webhook,
+        idempotency_key=idempotency_key,
+    )
 
 
 def _own_job(gw: Gateway, video_id: str, tenant: str) -> Job:
