@@ -407,10 +407,8 @@ def run(options: Options) -> dict[str, Any]:
                 after = _creates(sandbox_url)
             result.upstream_creates = after - before
             results.append(result)
-            say(
-                f"  {name}: {result.queued:,} videos queued; its worker made "
-                f"{result.upstream_creates:,} provider creates meanwhile"
-            )
+            made = f"{result.upstream_creates:,}" if not no_worker else "0 (no worker)"
+            say(f"  {name}: {result.queued:,} videos queued; provider creates meanwhile: {made}")
     finally:
         sandbox.stop()
         if not options.keep:

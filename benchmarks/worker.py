@@ -220,15 +220,14 @@ def run_one(n: int, backend: str, options: Options) -> dict[str, Any]:
 
         # baseline: an idle worker's RSS (imports, catalog, an empty claim loop)
         idle_db = f"sqlite:///{work / 'idle' / 'vidgate.db'}"
-        idle = Proc(
+        with Proc(
             "idle-worker",
             vidgate_cmd("worker", "--concurrency", str(n)),
             {**env, "VIDGATE_HOME": str(work / "idle"), "VIDGATE_DATABASE_URL": idle_db},
             work,
-        )
-        time.sleep(6)
-        idle_kib = rss_kib(idle.pid) or 0
-        idle.stop()
+        ) as idle:
+            time.sleep(6)
+            idle_kib = rss_kib(idle.pid) or 0
 
         # queue the jobs (route, reserve, insert: the same path as `vidgate submit`)
         gw = Gateway(
@@ -288,14 +287,17 @@ def run_one(n: int, backend: str, options: Options) -> dict[str, Any]:
         sandbox_cpu = cpu_seconds(sandbox.pid) or 0.0
         worker.stop(timeout=30)
         stats = httpx.get(f"{sandbox_url}/sandbox/stats", timeout=30).json()
+        figures = _analyse(n, sandbox_home, db_url, sampler, stats, started, stopped)
     finally:
         if worker is not None:
             worker.stop()
         sandbox.stop()
         if sampler is not None:
             sampler.close()
-
-    figures = _analyse(n, sandbox_home, db_url, sampler, stats, started, stopped)
+        if schema is not None:
+            _drop_pg(pg_admin, schema)
+        if not options.keep:
+            shutil.rmtree(work, ignore_errors=True)
     figures.update(
         {
             "backend": backend,
@@ -307,15 +309,11 @@ def run_one(n: int, backend: str, options: Options) -> dict[str, Any]:
             "queue_s": round(submit_s, 1),
             "queue_per_s": round(n / submit_s, 1),
             "worker_run_s": round(run_s, 1),
-            "worker_cpu_s": round(worker_cpu - 0.0, 1),
+            "worker_cpu_s": round(worker_cpu, 1),
             "sandbox_cpu_s": round(sandbox_cpu, 1),
             "idle_rss_mib": round(idle_kib / 1024, 1),
         }
     )
-    if schema is not None:
-        _drop_pg(pg_admin, schema)
-    if not options.keep:
-        shutil.rmtree(work, ignore_errors=True)
     return figures
 
 
