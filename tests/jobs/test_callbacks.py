@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 
 from tests.jobs.conftest import make_job
-from vidgate.errors import AuthFailed
+from vidgate.errors import AuthFailed, InvalidRequest
 from vidgate.jobs.callbacks import CallbackHandler
 from vidgate.jobs.store import JobStore
 from vidgate.jobs.webhooks import new_secret, sign
@@ -89,18 +89,20 @@ async def test_fal_signed_callback_hints_the_job(tmp_path: Path, fal_key) -> Non
     job_id = running_job(store, "fal-queue", "req-123")
     body = json.dumps({"request_id": "req-123", "status": "OK", "payload": {}}).encode()
     async with httpx.AsyncClient() as client:
-        h = CallbackHandler(store, client, token_secret="s", fal_jwks_url=jwks_url)
-        result = await h.handle("fal", fal_headers(key, body), body)
+        h = CallbackHandler(
+            store, client, token_secret="s", env={}, jwks_urls={"fal-queue": jwks_url}
+        )
+        result = await h.handle("fal-queue", fal_headers(key, body), body)
         assert result.job_id == job_id
         assert result.hinted
         # the callback said "OK" but the job's state is untouched: a poll decides
         assert store.get(job_id).state is JobState.RUNNING
         with pytest.raises(AuthFailed, match="does not verify"):
-            await h.handle("fal", fal_headers(Ed25519PrivateKey.generate(), body), body)
+            await h.handle("fal-queue", fal_headers(Ed25519PrivateKey.generate(), body), body)
         with pytest.raises(AuthFailed, match="300 s"):
-            await h.handle("fal", fal_headers(key, body, ts=int(time.time()) - 1000), body)
+            await h.handle("fal-queue", fal_headers(key, body, ts=int(time.time()) - 1000), body)
         with pytest.raises(AuthFailed, match="does not verify"):
-            await h.handle("fal", fal_headers(key, body), body + b" ")
+            await h.handle("fal-queue", fal_headers(key, body), body + b" ")
     store.close()
 
 
@@ -116,7 +118,9 @@ async def test_replicate_standard_webhooks_callback(tmp_path: Path) -> None:
         "webhook-signature": sign(secret, "msg_1", stamp, body),
     }
     async with httpx.AsyncClient() as client:
-        h = CallbackHandler(store, client, token_secret="s", replicate_secret=secret)
+        h = CallbackHandler(
+            store, client, token_secret="s", env={"REPLICATE_WEBHOOK_SECRET": secret}
+        )
         assert (await h.handle("replicate", headers, body)).job_id == job_id
         with pytest.raises(AuthFailed):
             await h.handle("replicate", {**headers, "webhook-signature": "v1,AAAA"}, body)
@@ -128,11 +132,16 @@ async def test_unsigned_providers_need_the_url_token(tmp_path: Path) -> None:
     job_id = running_job(store, "kling", "task-7")
     body = json.dumps({"task_id": "task-7", "task_status": "succeed"}).encode()
     async with httpx.AsyncClient() as client:
-        h = CallbackHandler(store, client, token_secret="secret-1")
+        h = CallbackHandler(store, client, token_secret="secret-1", env={})
         with pytest.raises(AuthFailed, match="token"):
             await h.handle("kling", {}, body, token="guess")
         result = await h.handle("kling", {}, body, token=h.token("kling"))
         assert result.job_id == job_id
+        # a protocol without callbacks, and a signed one without its secret, are refused
+        with pytest.raises(InvalidRequest, match="no callbacks for 'runway'"):
+            await h.handle("runway", {}, body, token=h.token("runway"))
+        with pytest.raises(AuthFailed, match="set REPLICATE_WEBHOOK_SECRET"):
+            await h.handle("replicate", {}, body)
         # a callback for a job we do not know is accepted and ignored
         other = json.dumps({"task_id": "nope"}).encode()
         assert (await h.handle("kling", {}, other, token=h.token("kling"))).job_id is None

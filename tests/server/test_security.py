@@ -408,7 +408,7 @@ def exercise(server: Server, tenant: Tenant, hook_url: str) -> dict[str, Any]:
             ("GET", "/metrics", None, None),
             ("GET", "/readyz", None, None),
             ("GET", "/openapi.json", None, None),
-            ("POST", "/v1/callbacks/fal", {"request_id": str(uuid.uuid4())}, None),
+            ("POST", "/v1/callbacks/fal-queue", {"request_id": str(uuid.uuid4())}, None),
         ]
         for method, path, payload, key in probes:
             headers = {"authorization": f"Bearer {key}"} if key else {}

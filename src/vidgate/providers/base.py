@@ -159,6 +159,19 @@ class Provider(ABC):
     #: the provider can look a job up by the idempotency key we sent (see :meth:`find`)
     can_find: ClassVar[bool] = False
 
+    # -- inbound callbacks: declared as data; jobs/callbacks.py holds the mechanisms ------
+    #: how the provider's callbacks are authenticated: "ed25519-jwks", "standard-webhooks",
+    #: "token" (unsigned: our URL carries a secret token), or None (no callbacks)
+    callback_scheme: ClassVar[str | None] = None
+    #: where the remote job id sits in a callback body (dotted paths, first found wins)
+    callback_id_fields: ClassVar[tuple[str, ...]] = ("id",)
+    #: ed25519-jwks: the provider's public keys, and the headers carrying the request id,
+    #: user id, timestamp and hex signature (in that order)
+    callback_jwks_url: ClassVar[str | None] = None
+    callback_signature_headers: ClassVar[tuple[str, str, str, str] | None] = None
+    #: standard-webhooks: the environment variable holding the signing secret
+    callback_secret_env: ClassVar[str | None] = None
+
     def __init__(
         self,
         *,

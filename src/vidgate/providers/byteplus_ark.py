@@ -131,6 +131,7 @@ class BytePlusArk(Provider):
     protocol: ClassVar[str] = "byteplus-ark"
     default_base_url: ClassVar[str] = "https://ark.ap-southeast.bytepluses.com/api/v3"
     supports_cancel: ClassVar[bool] = True
+    callback_scheme: ClassVar[str | None] = "token"  # §9b: callback_url, unsigned
 
     def __init__(
         self,

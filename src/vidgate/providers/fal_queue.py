@@ -217,6 +217,16 @@ class FalQueue(Provider):
     protocol: ClassVar[str] = "fal-queue"
     default_base_url: ClassVar[str] = "https://queue.fal.run"
     supports_cancel: ClassVar[bool] = True
+    # §7: fal signs callbacks with Ed25519 over id/user/timestamp/sha256(body)
+    callback_scheme: ClassVar[str | None] = "ed25519-jwks"
+    callback_id_fields: ClassVar[tuple[str, ...]] = ("request_id",)
+    callback_jwks_url: ClassVar[str | None] = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    callback_signature_headers: ClassVar[tuple[str, str, str, str] | None] = (
+        "X-Fal-Webhook-Request-Id",
+        "X-Fal-Webhook-User-Id",
+        "X-Fal-Webhook-Timestamp",
+        "X-Fal-Webhook-Signature",
+    )
 
     # -- credentials -----------------------------------------------------------------------
 

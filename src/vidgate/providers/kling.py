@@ -175,6 +175,8 @@ class Kling(Provider):
     protocol: ClassVar[str] = "kling"
     default_base_url: ClassVar[str] = "https://api-singapore.klingai.com"
     supports_cancel: ClassVar[bool] = False  # §6: no cancel/delete endpoint
+    callback_scheme: ClassVar[str | None] = "token"  # §6: callback_url, unsigned
+    callback_id_fields: ClassVar[tuple[str, ...]] = ("task_id", "data.task_id")
 
     def __init__(
         self,

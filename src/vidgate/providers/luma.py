@@ -182,6 +182,7 @@ def _detail_text(data: dict[str, Any], fallback: str) -> str:
 class Luma(Provider):
     protocol: ClassVar[str] = "luma"
     default_base_url: ClassVar[str] = DREAM_MACHINE_BASE_URL
+    callback_scheme: ClassVar[str | None] = "token"  # unsigned callback_url
 
     # -- configuration ---------------------------------------------------------------------
 

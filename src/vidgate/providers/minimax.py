@@ -118,6 +118,8 @@ class MiniMax(Provider):
     protocol: ClassVar[str] = "minimax"
     #: §5 "Hosts": the global host; keys are region-bound (mainland China: api.minimaxi.com).
     default_base_url: ClassVar[str] = "https://api.minimax.io"
+    callback_scheme: ClassVar[str | None] = "token"  # unsigned callback_url
+    callback_id_fields: ClassVar[tuple[str, ...]] = ("task_id",)
 
     def _headers(self, creds: tuple[str, ...]) -> dict[str, str]:
         name = creds[0] if creds else "MINIMAX_API_KEY"

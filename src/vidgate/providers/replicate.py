@@ -189,6 +189,9 @@ class Replicate(Provider):
     protocol: ClassVar[str] = "replicate"
     default_base_url: ClassVar[str] = "https://api.replicate.com/v1"
     supports_cancel: ClassVar[bool] = True
+    # §8: Standard Webhooks; secret from GET /v1/webhooks/default/secret
+    callback_scheme: ClassVar[str | None] = "standard-webhooks"
+    callback_secret_env: ClassVar[str | None] = "REPLICATE_WEBHOOK_SECRET"
 
     def _headers(self, creds: tuple[str, ...]) -> dict[str, str]:
         name = creds[0] if creds else CREDENTIAL

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -50,7 +49,6 @@ def create_app(
             gw.store,
             gw.client(),
             token_secret=gw.webhook_secret(),
-            replicate_secret=os.environ.get("REPLICATE_WEBHOOK_SECRET"),
         )
         task = None
         worker = None

@@ -222,7 +222,8 @@ def models(request: Request, key: Annotated[KeyInfo, Depends(caller)]) -> dict[s
 async def provider_callback(
     provider: str, request: Request, token: str | None = None
 ) -> dict[str, Any]:
-    """Provider callbacks (fal, Replicate signed; others with the URL's token). A callback
+    """Provider callbacks at /v1/callbacks/{protocol} (verified as the protocol's adapter
+    declares: a signature, or the URL's token for providers that do not sign). A callback
     only makes the job poll now; it never sets state."""
     body = await request.body()
     if len(body) > 1024 * 1024:
