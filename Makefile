@@ -1,40 +1,49 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Each creates or refreshes
-# .venv (re-installing only when pyproject.toml changed) and runs.
+# .venv from the committed lock (uv.lock) with only python3 present; see scripts/venv.py.
+# Upgrading is deliberate: `make lock` after editing pyproject.toml, `make upgrade` for newer
+# releases; a pyproject.toml that disagrees with uv.lock fails every target (and CI).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-dev
+EXTRAS ?= dev,server,contract
 
-.PHONY: venv demo test lint typecheck check bench chaos clean
+.PHONY: venv lock upgrade demo test test-latest lint typecheck check bench chaos mutate clean
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip >/dev/null
-	$(PY) -m pip install -q -e ".[dev,server]"
-	@touch $(STAMP)
+venv:
+	@$(PYTHON) scripts/venv.py sync --venv $(VENV) --extras $(EXTRAS)
 
-venv: $(STAMP)
+lock:
+	$(PYTHON) scripts/venv.py lock --venv $(VENV)
 
-demo: $(STAMP)
+upgrade:
+	$(PYTHON) scripts/venv.py lock --venv $(VENV) --upgrade
+
+demo: venv
 	@$(PY) scripts/demo.py
 
-test: $(STAMP)
+test: venv
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
-typecheck: $(STAMP)
+typecheck: venv
 	$(VENV)/bin/mypy
 
 check: lint typecheck test
 
-bench: $(STAMP)
+bench: venv
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
-clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+# The suite against the newest releases of every dependency, in its own venv; outside CI's
+# gate, so upstream drift is seen when we choose to look rather than when it breaks a stop.
+test-latest:
+	$(PYTHON) scripts/venv.py latest --venv .venv-latest --extras $(EXTRAS)
+	.venv-latest/bin/python -m pytest -q
 
-chaos: $(STAMP)
+clean:
+	rm -rf $(VENV) .venv-latest .demo .pytest_cache .mypy_cache .ruff_cache
+
+chaos: venv
 	$(PY) scripts/chaos.py
