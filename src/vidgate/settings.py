@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(default=60.0, gt=0)
     #: default polling interval when a provider gives no hint (seconds)
     poll_interval_s: float = Field(default=2.0, gt=0)
+    #: give up on a stalled attempt whose remote job cannot be cancelled and try the next
+    #: offering; the stalled one is followed to its end and booked ``pending`` meanwhile,
+    #: and the job's reservation is topped up to cover both (false: keep waiting on it)
+    fallback_on_stall: bool = True
+    #: times a job's driving may raise before the job is failed with the error kept
+    max_drive_errors: int = Field(default=3, ge=1)
 
     #: Redis URL shared by gateway processes (rate-limit windows); memory when unset
     redis_url: str | None = None

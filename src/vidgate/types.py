@@ -353,6 +353,9 @@ class AttemptState(StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
     AMBIGUOUS = "ambiguous"
+    #: given up on while the remote job may still run (no cancel): followed to its end and
+    #: booked ``pending`` until what it cost is known
+    ABANDONED = "abandoned"
 
 
 class Asset(BaseModel):
@@ -420,6 +423,9 @@ class Job(BaseModel):
     reserved_usd: float | None = None
     #: the user deleted it (its files are gone; the record and ledger stay for accounting)
     deleted: bool = False
+    #: how the charge was settled when it differs from the estimate: delivered ≠ priced,
+    #: reservation top-ups, attempts still ``pending``, operator reconciliations
+    billing: dict[str, Any] | None = None
 
     @property
     def latency_s(self) -> float | None:
