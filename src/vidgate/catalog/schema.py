@@ -243,6 +243,10 @@ class Offering(_Data):
     capabilities: Capabilities
     price: list[PriceRule]
     usd_per_credit: float | None = None
+    #: rates that turn a provider-reported usage into dollars (providers/base.ReportedCost):
+    #: token-priced models (BytePlus Seedance) and time-priced hardware (Replicate)
+    usd_per_million_tokens: float | None = None
+    usd_per_hardware_second: float | None = None
     latency: LatencyProfile
     #: quality tier of this route when it differs from the model's (e.g. a fast variant)
     tier: QualityTier | None = None
@@ -253,6 +257,9 @@ class Offering(_Data):
     credential_env: list[str] = Field(default_factory=list)
     #: extra key/values the adapter needs (e.g. an API version header), never secrets
     adapter_options: dict[str, str] = Field(default_factory=dict)
+    #: provider_options fields the adapter does not declare are passed through (never priced
+    #: ones: see providers/options.py); off by default, so unknown fields are refused
+    free_form_options: bool = False
     notes: str | None = None
 
     @model_validator(mode="after")

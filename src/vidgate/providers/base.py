@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +33,7 @@ from vidgate.errors import (
     RateLimited,
     VidgateError,
 )
+from vidgate.providers.options import OptionField
 from vidgate.settings import Credentials
 from vidgate.types import VideoRequest
 
@@ -69,6 +70,34 @@ class RemoteState(StrEnum):
 
 
 @dataclass(frozen=True)
+class ReportedCost:
+    """What a provider says a task cost, in the provider's own unit, as it reported it.
+
+    ``unit`` is ``usd``, ``credits`` (Runway's ``cost.credits``), ``tokens`` (BytePlus
+    ``usage.completion_tokens``) or ``hardware_seconds`` (Replicate ``metrics.predict_time``);
+    ``field`` names where it was read. The offering's catalog rates turn it into dollars
+    (:meth:`usd`); where the offering has no rate for the unit it stays informational.
+    """
+
+    amount: float
+    unit: Literal["usd", "credits", "tokens", "hardware_seconds"]
+    field: str
+
+    def usd(self, offering: Offering) -> float | None:
+        rate = {
+            "usd": 1.0,
+            "credits": offering.usd_per_credit,
+            "tokens": (
+                offering.usd_per_million_tokens / 1e6
+                if offering.usd_per_million_tokens is not None
+                else None
+            ),
+            "hardware_seconds": offering.usd_per_hardware_second,
+        }[self.unit]
+        return None if rate is None else round(self.amount * rate, 6)
+
+
+@dataclass(frozen=True)
 class RemoteStatus:
     state: RemoteState
     #: the provider's own status string, kept for explanations and debugging
@@ -77,6 +106,8 @@ class RemoteStatus:
     error: VidgateError | None = None
     #: a pacing hint from the provider (e.g. ``openai-poll-after-ms``), in seconds
     poll_after_s: float | None = None
+    #: what the provider reports this task cost (on a terminal status), where it reports it
+    reported_cost: ReportedCost | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +189,9 @@ class Provider(ABC):
     supports_cancel: ClassVar[bool] = False
     #: the provider can look a job up by the idempotency key we sent (see :meth:`find`)
     can_find: ClassVar[bool] = False
+    #: which ``provider_options`` fields pass through and what each means (providers/options.py
+    #: holds the one rule that reads it); undeclared fields are refused
+    option_fields: ClassVar[Mapping[str, OptionField]] = {}
 
     # -- inbound callbacks: declared as data; jobs/callbacks.py holds the mechanisms ------
     #: how the provider's callbacks are authenticated: "ed25519-jwks", "standard-webhooks",

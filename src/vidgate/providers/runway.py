@@ -22,6 +22,7 @@ The name of the request-id response header is UNCONFIRMED; ``x-request-id`` is r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from math import gcd
 from typing import Any, ClassVar
 
@@ -44,11 +45,13 @@ from vidgate.providers.base import (
     RemoteAsset,
     RemoteState,
     RemoteStatus,
+    ReportedCost,
     error_for_status,
     register,
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.options import OptionField, passed, priced
 from vidgate.types import AudioMode, ReferenceRole, Resolution, VideoRequest, parse_aspect
 
 #: §3 "Task object": the six documented status strings, exact casing.
@@ -126,6 +129,15 @@ def _classify(message: str) -> str | None:
 @register
 class Runway(Provider):
     protocol: ClassVar[str] = "runway"
+    #: provider_options fields (providers/options.py); §3
+    option_fields: ClassVar[Mapping[str, OptionField]] = {
+        "contentModeration": passed(dict),
+        "ratio": priced("aspect_ratio and resolution"),
+        "promptText": priced("prompt"),
+        "promptImage": priced("references"),
+        "videoUri": priced("references"),
+        "negativePrompt": priced("negative_prompt"),
+    }
     default_base_url: ClassVar[str] = "https://api.dev.runwayml.com"
     supports_cancel: ClassVar[bool] = True
 
@@ -390,12 +402,20 @@ class Runway(Provider):
         error = None
         if state is RemoteState.FAILED:
             error = self._failure(data, resp.headers.get("x-request-id"))
+        # Terminal tasks carry the final charge, `cost.credits` (an int; 0 when refunded);
+        # in-flight ones only `estimatedCost` (SDK task_retrieve_response.py).
+        cost = data.get("cost")
+        credits = cost.get("credits") if isinstance(cost, dict) else None
+        reported = None
+        if state.terminal and isinstance(credits, int | float) and not isinstance(credits, bool):
+            reported = ReportedCost(float(credits), "credits", "cost.credits")
         return RemoteStatus(
             state=state,
             raw=raw,
             # a 0-1 float (SDK task_retrieve_response.py)
             progress=float(progress) if isinstance(progress, int | float) else None,
             error=error,
+            reported_cost=reported,
         )
 
     async def fetch(self, job: ProviderJob) -> list[RemoteAsset]:

@@ -84,6 +84,19 @@ MODELS: dict[str, _Model] = {
     ),
 }
 
+# Runway's price list in credits per second of output (1 credit = $0.01, docs "API Setup":
+# "a minimum payment of $10 (at $0.01 per credit)"). The per-model rates are UNCONFIRMED
+# (Runway's pricing page, not the digest); the emulator bills in its own unit, independent of
+# the catalog's USD estimate, so the gateway's ledger meets a reported cost that differs.
+CREDITS_PER_SECOND: dict[str, int] = {
+    "gen4.5": 12,
+    "gen4_turbo": 5,
+    "veo3.1": 40,
+    "veo3.1_fast": 15,
+    "veo3": 40,
+    "gemini_omni_flash": 10,
+}
+
 _FAILURES = {
     "fail:content_rejected": (
         "SAFETY.INPUT.TEXT",
@@ -130,6 +143,11 @@ def _image_ok(value: Any) -> bool:
     )
 
 
+def _credits(job: SandboxJob) -> int:
+    rate = CREDITS_PER_SECOND.get(job.model, 10)
+    return round(rate * float(job.params["duration_s"]))
+
+
 def router(core: SandboxCore) -> APIRouter:
     r = APIRouter(prefix=f"/{PROTOCOL}")
 
@@ -169,6 +187,13 @@ def router(core: SandboxCore) -> APIRouter:
             "createdAt": _iso(job.created_at),
             "status": status,
         }
+        # The SDK's task union (task_retrieve_response.py): in-flight tasks carry the estimate
+        # (a float), terminal ones the final integer charge; failed and cancelled tasks are
+        # refunded and report 0.
+        if status in ("PENDING", "THROTTLED", "RUNNING"):
+            out["estimatedCost"] = {"credits": float(_credits(job))}
+        else:
+            out["cost"] = {"credits": _credits(job) if status == "SUCCEEDED" else 0}
         if status == "RUNNING":
             out["progress"] = round(job.phase()[1], 3)
         elif status == "SUCCEEDED":
@@ -264,7 +289,9 @@ def router(core: SandboxCore) -> APIRouter:
             core.store.event("dropped_response", job.id)
             await asyncio.sleep(core.faults.hang_s)
             return _error(504, "Runway is overloaded.")
-        return JSONResponse({"id": job.id}, headers=_rid())
+        return JSONResponse(
+            {"id": job.id, "estimatedCost": {"credits": float(_credits(job))}}, headers=_rid()
+        )
 
     @r.post("/v1/text_to_video")
     async def text_to_video(request: Request) -> Response:
