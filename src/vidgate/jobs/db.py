@@ -49,6 +49,11 @@ jobs = Table(
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("poll_hint_at", DateTime(timezone=True)),
     Column("doc", Text, nullable=False),
+    # Poison containment: crashes of the code driving this job (bounded), and why a row that
+    # could not be read was set aside instead of being claimed again and again.
+    Column("drive_errors", Integer, nullable=False, default=0, server_default="0"),
+    Column("last_drive_error", Text),
+    Column("quarantine", Text),
     UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
 )
 Index("ix_jobs_claim", jobs.c.terminal, jobs.c.next_run_at)
