@@ -22,6 +22,7 @@ and moderation codes ``Input*SensitiveContentDetected`` / ``OutputVideoSensitive
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
@@ -43,11 +44,13 @@ from vidgate.providers.base import (
     RemoteAsset,
     RemoteState,
     RemoteStatus,
+    ReportedCost,
     error_for_status,
     register,
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.options import OptionField, passed, priced, url
 from vidgate.settings import Credentials
 from vidgate.types import Mode, ReferenceRole, Resolution, VideoRequest
 
@@ -129,6 +132,21 @@ def _flag(value: Any) -> str:
 @register
 class BytePlusArk(Provider):
     protocol: ClassVar[str] = "byteplus-ark"
+    #: provider_options fields (providers/options.py); §9b. The service tier and drafts are
+    #: priced apart, so they are the offering's choice, not the caller's.
+    option_fields: ClassVar[Mapping[str, OptionField]] = {
+        "watermark": passed(bool),
+        "camera_fixed": passed(bool),
+        "return_last_frame": passed(bool),
+        "execution_expires_after": passed(int),
+        "callback_url": url(),
+        # ``adaptive`` (follow the image) has no request equivalent; the frame area and price
+        # stay the resolution's
+        "ratio": passed(str),
+        "draft": priced("resolution 480p on a draft offering (drafts are priced apart)"),
+        "service_tier": priced("an offering with that service tier (priced apart)"),
+        "content": priced("prompt and references"),
+    }
     default_base_url: ClassVar[str] = "https://ark.ap-southeast.bytepluses.com/api/v3"
     supports_cancel: ClassVar[bool] = True
     callback_scheme: ClassVar[str | None] = "token"  # §9b: callback_url, unsigned
@@ -353,7 +371,14 @@ class BytePlusArk(Provider):
         state = status_table(STATUS, raw, self.protocol)
         if state is RemoteState.FAILED:
             return RemoteStatus(state, raw, error=self._failure(task, raw, job.remote_id))
-        return RemoteStatus(state, raw, progress=1.0 if state is RemoteState.SUCCEEDED else None)
+        if state is RemoteState.SUCCEEDED:
+            # Seedance is billed by output tokens: `usage.completion_tokens` (SDK Usage model)
+            tokens = _obj(task.get("usage")).get("completion_tokens")
+            reported = None
+            if isinstance(tokens, int) and not isinstance(tokens, bool):
+                reported = ReportedCost(float(tokens), "tokens", "usage.completion_tokens")
+            return RemoteStatus(state, raw, progress=1.0, reported_cost=reported)
+        return RemoteStatus(state, raw)
 
     async def fetch(self, job: ProviderJob) -> list[RemoteAsset]:
         task = await self._task(job)

@@ -192,6 +192,9 @@ def router(core: SandboxCore) -> APIRouter:
             return _bad("The request body is not valid JSON.")
         if not isinstance(body, dict):
             return _bad("The request body must be a JSON object.")
+        # The official SDK (byteplus-python-sdk-v2, ark runtime tasks.create) sends every
+        # optional field it was not given as JSON null; the service reads null as "not set".
+        body = {k: v for k, v in body.items() if v is not None}
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return _bad("The parameter `model` is required.", "model", "MissingParameter")
