@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -23,12 +24,14 @@ from vidgate.cli import models as models_cli
 from vidgate.cli import plan as plan_cli
 from vidgate.cli import service as service_cli
 from vidgate.cli.common import err_console, print_json, settings_from
+from vidgate.cli.output import LOG_FORMAT_ENV, configure_logging
 from vidgate.errors import (
     AmbiguousSubmission,
     ConfigError,
     FinalError,
     VidgateError,
 )
+from vidgate.extras import missing_extra
 
 app = typer.Typer(
     name="vidgate",
@@ -37,6 +40,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _options(
+    log_json: Annotated[
+        bool | None,
+        typer.Option(
+            "--log-json/--log-plain",
+            help="Log lines as JSON objects (default: plain; or VIDGATE_LOG_FORMAT=json).",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also log vidgate's debug lines.")
+    ] = False,
+) -> None:
+    # Every command logs the same way: vidgate's own lines, no library set-up chatter.
+    configure_logging(json_logs=log_json, verbose=verbose)
+    if log_json is not None:
+        # Processes this one supervises (workers, API) log the way it was asked to.
+        os.environ[LOG_FORMAT_ENV] = "json" if log_json else "plain"
+
+
 app.add_typer(models_cli.app, name="models")
 app.command("route")(gen.route)
 app.command("generate")(gen.generate)
@@ -157,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    except ModuleNotFoundError as e:
+        words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+        fix = missing_extra(e, f"`vidgate {words[0]}`" if words else "vidgate")
+        if fix is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(fix)}", highlight=False, soft_wrap=True)
+        return 2
     return 0
 
 

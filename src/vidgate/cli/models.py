@@ -11,6 +11,7 @@ from rich.table import Table
 from vidgate.catalog.loader import Catalog, load_catalog
 from vidgate.catalog.schema import Offering
 from vidgate.cli.common import JsonOpt, console, print_json, settings_from
+from vidgate.cli.output import print_table
 
 app = typer.Typer(
     help="The model catalog: every model and every route to it.",
@@ -146,7 +147,7 @@ def models(
             f"{r['elo']:.0f}" if r["elo"] else "—",
             r["tier"],
         )
-    console.print(table)
+    print_table(console, table)
     hidden = len(cat.offerings) - len(rows)
     console.print(
         f"[dim]{len(rows)} offerings of {len(cat.offerings)} "

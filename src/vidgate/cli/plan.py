@@ -17,6 +17,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from vidgate.cli.common import JsonOpt, console, err_console, print_json, settings_from
+from vidgate.cli.output import print_table
 from vidgate.errors import InvalidRequest
 from vidgate.types import Job
 
@@ -168,7 +169,7 @@ def _print_plan(d: dict[str, Any]) -> None:
         total_row.append(f"{sla['hit_rate']:.1%}")
     t.add_section()
     t.add_row(*[f"[bold]{x}[/]" if x else x for x in total_row])
-    console.print(t)
+    print_table(console, t)
     console.print(
         f"[bold]{_money(tot['usd_per_day'])}/day, {_money(tot['usd_per_month'])}/month, "
         f"{_money(tot['usd_per_year'])}/year[/] (average {_money(tot['usd_per_clip'])}/clip)"
@@ -201,7 +202,7 @@ def _print_plan(d: dict[str, Any]) -> None:
         for b in d["baselines"]:
             if not b["feasible"] and b["named"]:
                 bt.add_row(b["offering"], b["model_name"], "cannot serve", b["reasons"][0], "")
-        console.print(bt)
+        print_table(console, bt)
         if len(feasible) > len(shown):
             console.print(f"[dim]{len(feasible) - len(shown)} more baselines in --json[/]")
     for s in d["savings"]:
@@ -367,7 +368,7 @@ def _print_sim(d: dict[str, Any]) -> None:
     t.add_column("outcomes")
     for offering, outcomes in d["attempts_by_offering"].items():
         t.add_row(offering, ", ".join(f"{k} {v}" for k, v in outcomes.items()))
-    console.print(t)
+    print_table(console, t)
     console.print(
         "attempts by outcome: " + ", ".join(f"{k} {v}" for k, v in d["attempts_by_outcome"].items())
     )
