@@ -28,6 +28,7 @@ from vidgate.jobs.store import JobStore, request_hash
 from vidgate.jobs.worker import Worker, WorkerConfig
 from vidgate.net.ssrf import SafeFetcher
 from vidgate.providers.base import Provider, ProviderJob, adapter_class, registry
+from vidgate.providers.options import govern as govern_options
 from vidgate.routing.health import BreakerConfig, Health
 from vidgate.routing.ratelimit import RateLimits, credential_id
 from vidgate.routing.router import RoutePlan, Router, RouterEnv
@@ -261,6 +262,14 @@ class Gateway:
         if webhook_url is not None and not webhook_url.startswith(("https://", "http://")):
             raise InvalidRequest(f"webhook url {webhook_url!r} must be http(s)://")
         plan = self.route(request, policy=policy, pinned=pinned)
+        # provider_options may neither change the price nor carry an internal URL: checked
+        # here so the library, the CLI and the API all refuse before any job exists
+        govern_options(
+            request,
+            [c.offering for c in plan.ranked],
+            self.catalog.offerings.values(),
+            allow_hosts=self.settings.allow_hosts(),
+        )
         now = datetime.now(UTC)
         route = plan.explain()
         route["ranked"] = [c.offering.id for c in plan.ranked]

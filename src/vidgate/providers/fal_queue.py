@@ -63,6 +63,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.options import OptionField, mapped, passed, priced, url
 from vidgate.types import Mode, ReferenceRole, Resolution, VideoRequest
 
 STATUS: dict[str, RemoteState] = {
@@ -215,6 +216,41 @@ def _origin(url: str) -> str:
 @register
 class FalQueue(Provider):
     protocol: ClassVar[str] = "fal-queue"
+    #: provider_options fields (providers/options.py) every fal model shares; the input names
+    #: an offering fills from the request come from its catalog data (option_fields_for)
+    option_fields: ClassVar[Mapping[str, OptionField]] = {
+        "sync_mode": priced("nothing: vidgate always polls the queue"),
+        "image_url": url(),
+        "end_image_url": url(),
+        "tail_image_url": url(),
+        "last_image_url": url(),
+        "video_url": url(),
+        "audio_url": url(),
+        "image_urls": passed(list),
+        "cfg_scale": passed(int, float),
+        "enable_prompt_expansion": passed(bool),
+        "enable_safety_checker": passed(bool),
+        "prompt_optimizer": passed(bool),
+        "camera_fixed": passed(bool),
+    }
+
+    @classmethod
+    def option_fields_for(cls, offering: Offering) -> dict[str, OptionField]:
+        """Refuse every input name this offering fills from the request (``*_field`` in its
+        adapter_options, any endpoint scope), over the shared table."""
+        pairs = [
+            ("prompt", "prompt"),
+            ("duration", "duration"),
+            ("aspect_ratio", "aspect_ratio"),
+            ("negative_prompt", "negative_prompt"),
+            ("seed", "seed"),
+        ]
+        for key, value in offering.adapter_options.items():
+            name = key.rsplit(".", 1)[-1]
+            if name.endswith("_field"):
+                pairs.append((name[: -len("_field")], value.strip()))
+        return {**cls.option_fields, **mapped(pairs)}
+
     default_base_url: ClassVar[str] = "https://queue.fal.run"
     supports_cancel: ClassVar[bool] = True
     # §7: fal signs callbacks with Ed25519 over id/user/timestamp/sha256(body)

@@ -51,6 +51,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.options import OptionField, passed, priced
 from vidgate.types import Reference, ReferenceRole, Resolution, VideoRequest
 
 API_KEY_ENV = "GEMINI_API_KEY"
@@ -199,6 +200,15 @@ def dicts_in(value: Any) -> list[dict[str, Any]]:
 @register
 class GeminiVeo(Provider):
     protocol: ClassVar[str] = "gemini-veo"
+    #: provider_options fields (providers/options.py); §2
+    option_fields: ClassVar[Mapping[str, OptionField]] = {
+        "personGeneration": passed(str),
+        "enhancePrompt": passed(bool),
+        "aspectRatio": priced("aspect_ratio"),
+        "negativePrompt": priced("negative_prompt"),
+        "lastFrame": priced("references"),
+        "referenceImages": priced("references"),
+    }
     default_base_url: ClassVar[str] = "https://generativelanguage.googleapis.com/v1beta"
     supports_cancel: ClassVar[bool] = False
     #: provider_options keys passed into ``parameters`` (sampleCount stays 1: one clip billed)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -56,6 +56,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.options import OptionField, passed, priced, url
 from vidgate.settings import Credentials
 from vidgate.types import AudioMode, Mode, ReferenceRole, VideoRequest
 
@@ -173,6 +174,23 @@ def _validate_options(options: dict[str, Any], endpoint: str, provider: str) -> 
 @register
 class Kling(Provider):
     protocol: ClassVar[str] = "kling"
+    #: provider_options fields (providers/options.py); §6. ``callback_url`` is called by Kling,
+    #: so it obeys the SSRF rules; masks may be URLs and are scanned as every value is.
+    option_fields: ClassVar[Mapping[str, OptionField]] = {
+        "cfg_scale": passed(int, float),
+        "camera_control": passed(dict),
+        "multi_shot": passed(bool),
+        "shot_type": passed(str),
+        "multi_prompt": passed(list),
+        "watermark_info": passed(dict),
+        "callback_url": url(),
+        "voice_list": passed(list),
+        "static_mask": passed(str),
+        "dynamic_masks": passed(list),
+        "image": priced("references"),
+        "image_tail": priced("references"),
+        "external_task_id": priced("Idempotency-Key (vidgate sends it as external_task_id)"),
+    }
     default_base_url: ClassVar[str] = "https://api-singapore.klingai.com"
     supports_cancel: ClassVar[bool] = False  # §6: no cancel/delete endpoint
     callback_scheme: ClassVar[str | None] = "token"  # §6: callback_url, unsigned

@@ -53,6 +53,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.options import OptionField, passed, priced, url
 from vidgate.types import ReferenceKind, ReferenceRole, VideoRequest
 
 DREAM_MACHINE_BASE_URL = "https://api.lumalabs.ai/dream-machine/v1"
@@ -181,6 +182,17 @@ def _detail_text(data: dict[str, Any], fallback: str) -> str:
 @register
 class Luma(Provider):
     protocol: ClassVar[str] = "luma"
+    #: provider_options fields (providers/options.py); §4a. HDR is priced apart by Luma and no
+    #: offering here is priced for it, so it is refused rather than billed at the SDR price.
+    option_fields: ClassVar[Mapping[str, OptionField]] = {
+        "loop": passed(bool),
+        "concepts": passed(list),
+        "user_id": passed(str),
+        "callback_url": url(),
+        "hdr": priced("an offering priced for HDR (none in the catalog)"),
+        "exr_export": priced("an offering priced for HDR (none in the catalog)"),
+        "keyframes": priced("references"),
+    }
     default_base_url: ClassVar[str] = DREAM_MACHINE_BASE_URL
     callback_scheme: ClassVar[str | None] = "token"  # unsigned callback_url
 

@@ -28,6 +28,7 @@ v2 (§5b, MiniMax-H3) is not spoken here: the catalog has no H3 model or sourced
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
@@ -56,6 +57,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.options import OptionField, passed, priced
 from vidgate.types import AudioMode, ReferenceKind, ReferenceRole, Resolution, VideoRequest
 
 #: §5a: the query's documented strings. MiniMax's own CLI types the failure as ``Failed``
@@ -116,6 +118,14 @@ def base_resp(data: dict[str, Any]) -> tuple[int, str]:
 @register
 class MiniMax(Provider):
     protocol: ClassVar[str] = "minimax"
+    #: provider_options fields (providers/options.py); §5a
+    option_fields: ClassVar[Mapping[str, OptionField]] = {
+        "prompt_optimizer": passed(bool),
+        "fast_pretreatment": passed(bool),
+        "first_frame_image": priced("references"),
+        "last_frame_image": priced("references"),
+        "subject_reference": priced("references"),
+    }
     #: §5 "Hosts": the global host; keys are region-bound (mainland China: api.minimaxi.com).
     default_base_url: ClassVar[str] = "https://api.minimax.io"
     callback_scheme: ClassVar[str | None] = "token"  # unsigned callback_url

@@ -9,6 +9,7 @@ header, which OpenAI-compatible servers (vidgate's own included) honour.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
@@ -34,6 +35,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.options import OptionField, priced
 from vidgate.types import ReferenceRole, VideoRequest
 
 STATUS: dict[str, RemoteState] = {
@@ -60,6 +62,11 @@ def _classify(code: str | None, message: str) -> str | None:
 @register
 class OpenAIVideos(Provider):
     protocol: ClassVar[str] = "openai-videos"
+    #: provider_options fields (providers/options.py): Sora's create takes nothing vidgate
+    #: does not set itself, so nothing passes
+    option_fields: ClassVar[Mapping[str, OptionField]] = {
+        "input_reference": priced("references"),
+    }
     default_base_url: ClassVar[str] = "https://api.openai.com/v1"
 
     def _headers(self, creds: tuple[str, ...]) -> dict[str, str]:

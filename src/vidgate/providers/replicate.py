@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
@@ -67,6 +68,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.options import OptionField, mapped, passed, priced, url
 from vidgate.types import ReferenceRole, VideoRequest
 
 STATUS: dict[str, RemoteState] = {
@@ -187,6 +189,36 @@ def _literal(raw: str) -> Any:
 @register
 class Replicate(Provider):
     protocol: ClassVar[str] = "replicate"
+    #: provider_options fields (providers/options.py) common to Replicate's video models; the
+    #: input names an offering fills from the request come from its catalog data
+    option_fields: ClassVar[Mapping[str, OptionField]] = {
+        "go_fast": passed(bool),
+        "prompt_optimizer": passed(bool),
+        "enhance_prompt": passed(bool),
+        "disable_safety_checker": passed(bool),
+        "image": url(),
+        "start_image": url(),
+        "end_image": url(),
+        "last_frame": url(),
+        "first_frame_image": url(),
+        "last_frame_image": url(),
+        "video": url(),
+        "audio": url(),
+    }
+
+    @classmethod
+    def option_fields_for(cls, offering: Offering) -> dict[str, OptionField]:
+        """Refuse every input this offering fills from the request (``input.<role>``, defaults
+        in DEFAULT_FIELDS) or fixes (``const.<field>``), over the shared table."""
+        pairs = list(DEFAULT_FIELDS.items())
+        fixed: dict[str, OptionField] = {}
+        for key, value in offering.adapter_options.items():
+            if key.startswith("input."):
+                pairs.append((key[len("input.") :].split("@", 1)[0], value.strip()))
+            elif key.startswith("const."):
+                fixed[key[len("const.") :]] = priced(f"the offering ({offering.id} fixes it)")
+        return {**cls.option_fields, **mapped(pairs), **fixed}
+
     default_base_url: ClassVar[str] = "https://api.replicate.com/v1"
     supports_cancel: ClassVar[bool] = True
     # §8: Standard Webhooks; secret from GET /v1/webhooks/default/secret

@@ -68,6 +68,7 @@ from vidgate.providers.gemini_veo import (
     filter_reasons,
     request_id_of,
 )
+from vidgate.providers.options import OptionField, passed
 from vidgate.settings import Credentials
 from vidgate.types import Reference, VideoRequest
 
@@ -211,6 +212,13 @@ def gcs_download_base(api_base: str) -> str:
 @register
 class VertexVeo(GeminiVeo):
     protocol: ClassVar[str] = "vertex-veo"
+    #: provider_options fields (providers/options.py): Gemini's, plus Vertex's output options
+    option_fields: ClassVar[Mapping[str, OptionField]] = {
+        **GeminiVeo.option_fields,
+        "storageUri": passed(str),
+        "compressionQuality": passed(str),
+        "resizeMode": passed(str),
+    }
     default_base_url: ClassVar[str] = f"https://{DEFAULT_LOCATION}-aiplatform.googleapis.com/v1"
     option_keys: ClassVar[frozenset[str]] = GeminiVeo.option_keys | {
         "storageUri",

@@ -21,6 +21,7 @@ Confirmed beyond the digest (read to learn, nothing copied):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
@@ -48,6 +49,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.options import OptionField, passed, priced
 from vidgate.types import Mode, Reference, ReferenceRole, Resolution, VideoRequest
 
 # The REST strings of the deferred status (gRPC enum DeferredStatus: PENDING, DONE, EXPIRED,
@@ -102,6 +104,13 @@ def resolutions_for(model_id: str) -> tuple[Resolution, ...]:
 @register
 class XAIVideo(Provider):
     protocol: ClassVar[str] = "xai-video"
+    #: provider_options fields (providers/options.py); §9a. Audio is priced: use request.audio.
+    option_fields: ClassVar[Mapping[str, OptionField]] = {
+        "reference_audios": passed(list),
+        "image": priced("references"),
+        "video": priced("references"),
+        "reference_images": priced("references"),
+    }
     default_base_url: ClassVar[str] = "https://api.x.ai/v1"
 
     def _headers(self, creds: tuple[str, ...]) -> dict[str, str]:

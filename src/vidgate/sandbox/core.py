@@ -169,7 +169,8 @@ class SandboxCore:
             created_at=time.time(),
             latency_s=latency,
             outcome=outcome,
-            params={**params, "variant": int(fingerprint[:8], 16) % 4},
+            # the create body as received: list endpoints echo it (inputs), tests read it
+            params={**params, "variant": int(fingerprint[:8], 16) % 4, "input": body},
             canceled_at=None,
             deleted=False,
         )
