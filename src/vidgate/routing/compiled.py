@@ -4,9 +4,7 @@ Routing runs on every request, over every offering, so it must be cheap (the tar
 ≤ 100 µs median over the whole catalog on two cores). Pydantic models are convenient but
 slow to read in a hot loop; here each offering becomes a slotted record of plain sets,
 tuples and floats, built once per catalog, and each request becomes a view holding the values
-every check needs. The fast path (:func:`feasible`) short-circuits on the first failed
-constraint; explanations use the full, every-reason check in ``router.py``, and a property
-test holds the two to the same answers.
+every check needs. The checks themselves are in ``constraints.py``, each defined once.
 """
 
 from __future__ import annotations
@@ -242,25 +240,13 @@ class RequestView:
     time_left: float | None
     pixels: int
 
-    def shape_key(self) -> tuple[object, ...]:
-        return (
-            self.today,
-            self.mode,
-            self.resolution,
-            self.aspect,
-            self.fps,
-            self.audio_required,
-            self.roles,
-            self.n_refs,
-            self.min_tier,
-            self.allowed_providers,
-            self.blocked_providers,
-            self.allowed_jurisdictions,
-            self.open_weights_only,
-            self.commercial_required,
-            self.required_strengths,
-            self.negative,
-        )
+    def shape_key(self) -> object:
+        """This request's shape-cache key: the fields the shape-only constraints read."""
+        # Imported here: constraints.py builds on this module, and the key is derived from
+        # the constraints themselves so that none can be left out of it.
+        from vidgate.routing.constraints import CONSTRAINTS, shape_key
+
+        return shape_key(CONSTRAINTS)(self)
 
     @classmethod
     def of(cls, request: VideoRequest, now: datetime) -> RequestView:

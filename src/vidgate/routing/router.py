@@ -1,10 +1,12 @@
 """The router: filter every offering against the request's constraints, rank the feasible
 ones by a policy, and explain the choice — including why each other offering was rejected.
 
-Two paths share one set of rules. :func:`feasible` is the hot path: it stops at the first
-failed constraint and computes cost and latency only for offerings still in the running.
-:func:`check` evaluates every constraint so an explanation lists every reason; it runs only
-for explanations and NoRoute errors. A property test holds the two to the same verdicts.
+Two paths share one set of rules, each defined once in :mod:`vidgate.routing.constraints`.
+:meth:`Router.feasible` is the hot path: shape-only verdicts come from a per-shape cache, and
+the rest stop at the first failed constraint, computing cost and latency only for offerings
+still in the running. :meth:`Router.check` evaluates every constraint so an explanation lists
+every reason; it runs only for explanations and NoRoute errors. A property test holds both,
+with a warm cache, to an independent oracle.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ from vidgate.catalog.loader import Catalog
 from vidgate.catalog.schema import Model, Offering
 from vidgate.errors import InvalidRequest, NoRoute
 from vidgate.routing.compiled import Compiled, RequestView, compile_catalog
+from vidgate.routing.constraints import (
+    CONSTRAINTS,
+    NO_ESTIMATE,
+    SHAPE_STAGES,
+    Constraint,
+    Estimate,
+    Stage,
+    key_of,
+    shape_fields,
+    size_fields,
+)
 from vidgate.routing.health import Health
 from vidgate.routing.policies import POLICIES, rank
 from vidgate.routing.stats import LearnedStats
@@ -28,6 +41,8 @@ from vidgate.types import AudioMode, Mode, VideoRequest
 #: cheapest offering that fails only these
 SOFT = frozenset({"cost", "latency", "deadline"})
 _PCTS = ("p50", "p90", "p99")
+#: an offering past the cached stages, with its planned duration, audio and price
+_Sized = tuple[Compiled, float, bool, float | None]
 
 
 @dataclass(frozen=True)
@@ -141,24 +156,43 @@ def _cost(c: Candidate) -> float:
     return c.cost_usd if c.cost_usd is not None else float("inf")
 
 
+def _candidate(c: Compiled, e: Estimate, rejections: list[Rejection]) -> Candidate:
+    latency = dict(zip(_PCTS, e.latency, strict=True))
+    return Candidate(c, e.cost, e.duration, e.audio, latency, e.source, rejections)
+
+
 class Router:
-    def __init__(self, env: RouterEnv) -> None:
+    """Routes requests over one catalog in one fixed world (adapters, keys, health).
+
+    The rules themselves live in :mod:`vidgate.routing.constraints`; this class only decides
+    when each runs. ``constraints`` is injectable so a test can break one rule and watch the
+    property tests catch it.
+    """
+
+    def __init__(self, env: RouterEnv, constraints: tuple[Constraint, ...] = CONSTRAINTS) -> None:
         self.env = env
         self.compiled = compile_catalog(env.catalog)
         self.by_id = {c.id: c for c in self.compiled}
-        self._shape_cache: dict[tuple[object, ...], list[Compiled]] = {}
+        self.constraints = constraints
+        self._shape_checks = tuple(k.ok for k in constraints if k.stage in SHAPE_STAGES)
+        self._size_checks = tuple(k.ok for k in constraints if k.stage is Stage.SIZE)
+        self._later = tuple(k for k in constraints if k.stage > Stage.SIZE)
+        # Both keys are derived from what the cached constraints declare they read.
+        self._shape_key = key_of(shape_fields(constraints))
+        self._size_key = key_of(size_fields(constraints))
+        self._shape_cache: dict[object, list[Compiled]] = {}
+        self._size_cache: dict[object, list[_Sized]] = {}
 
-    # -- shared pieces ------------------------------------------------------------------------
+    # -- the world the constraints ask about (constraints.World) --------------------------------
 
-    def _latency(self, c: Compiled, duration: float, pixels: int) -> tuple[tuple[float, ...], str]:
-        learned = self.env.stats.latency(c.id) if self.env.stats is not None else None
-        if learned is not None:
-            factor = c.size_factor(duration, pixels)
-            p50, p90, p99, n = learned
-            return (p50 * factor, p90 * factor, p99 * factor), f"learned (n={n})"
-        return c.prior_latency(duration, pixels), "catalog"
+    def serves(self, protocol: str) -> bool:
+        return protocol in self.env.protocols
 
-    def _blocked(self, c: Compiled) -> str | None:
+    def has_credentials(self, names: list[str]) -> bool:
+        return self.env.has_credentials(names)
+
+    def blocked(self, c: Compiled) -> str | None:
+        """Why live state keeps this offering out now (open breaker, full rate window)."""
         if self.env.health is not None:
             why = self.env.health.blocked(c.id, c.provider)
             if why is not None:
@@ -167,43 +201,26 @@ class Router:
             return f"rate limit for {c.provider} reached; no headroom"
         return None
 
+    def watches_health(self) -> bool:
+        return self.env.health is not None or self.env.headroom is not None
+
+    def _latency(
+        self, c: Compiled, duration: float, pixels: int
+    ) -> tuple[tuple[float, float, float], str]:
+        learned = self.env.stats.latency(c.id) if self.env.stats is not None else None
+        if learned is not None:
+            factor = c.size_factor(duration, pixels)
+            p50, p90, p99, n = learned
+            return (p50 * factor, p90 * factor, p99 * factor), f"learned (n={n})"
+        return c.prior_latency(duration, pixels), "catalog"
+
     # -- the fast path --------------------------------------------------------------------------
 
-    def _static_ok(self, v: RequestView, c: Compiled) -> bool:
-        """The constraints that depend only on the request's shape, not its size or budget."""
-        env = self.env
-        if not c.enabled or v.mode not in c.modes or v.resolution not in c.resolutions:
-            return False
-        if v.aspect not in c.aspects or (v.fps is not None and v.fps not in c.fps):
-            return False
-        if v.audio_required and c.audio == "never":
-            return False
-        if c.available_until is not None and v.today > c.available_until:
-            return False
-        if c.available_from is not None and v.today < c.available_from:
-            return False
-        if v.roles and (not v.roles <= c.roles or v.n_refs > c.max_refs):
-            return False
-        if v.negative and not c.negative_prompt:
-            return False
-        if c.tier < v.min_tier or (v.open_weights_only and not c.open_weights):
-            return False
-        if v.commercial_required and not c.commercial:
-            return False
-        if v.required_strengths and not v.required_strengths <= c.strengths:
-            return False
-        if v.allowed_providers is not None and c.provider not in v.allowed_providers:
-            return False
-        if c.provider in v.blocked_providers:
-            return False
-        if v.allowed_jurisdictions is not None and c.jurisdiction not in v.allowed_jurisdictions:
-            return False
-        return c.protocol in env.protocols and env.has_credentials(list(c.credentials))
-
     def _statically_feasible(self, v: RequestView) -> list[Compiled]:
-        """Offerings passing every shape-only constraint, cached per shape and day: real
-        traffic has few shapes, so most routing decisions skip these checks entirely."""
-        key = v.shape_key()
+        """Offerings passing every shape-stage constraint, cached per shape: real traffic has
+        few shapes, so most routing decisions skip these checks entirely. The key holds every
+        field those constraints read (constraints.SHAPE_FIELDS), the day included."""
+        key = self._shape_key(v)
         hit = self._shape_cache.get(key)
         if hit is None:
             if len(self._shape_cache) >= 1024:
@@ -211,118 +228,82 @@ class Router:
             hit = self._shape_cache[key] = [c for c in self.compiled if self._static_ok(v, c)]
         return hit
 
-    def feasible(self, v: RequestView, c: Compiled) -> Candidate | None:
-        """The candidate if every constraint holds, else None (first failure wins)."""
-        if not self._static_ok(v, c):
-            return None
-        return self._dynamic(v, c)
+    def _static_ok(self, v: RequestView, c: Compiled) -> bool:
+        return all(ok(v, c, NO_ESTIMATE, self) for ok in self._shape_checks)
 
-    def _dynamic(self, v: RequestView, c: Compiled) -> Candidate | None:
-        """The constraints that depend on duration, budget, latency and live health."""
+    def _sized(self, v: RequestView) -> list[_Sized]:
+        """The shape's offerings that also meet the size-stage constraints (the duration is
+        available, a price is listed), with their planned duration, audio and price — cached
+        per shape and size, as traffic repeats a handful of lengths."""
+        key = self._size_key(v)
+        hit = self._size_cache.get(key)
+        if hit is None:
+            if len(self._size_cache) >= 4096:
+                self._size_cache.clear()
+            hit = self._size_cache[key] = self._fit(v, self._statically_feasible(v))
+        return hit
+
+    def _size_estimate(self, v: RequestView, c: Compiled) -> Estimate:
+        """Planned duration, audio and price: computed from constraints.SIZE_INPUTS only."""
         duration = c.nearest_duration(v.duration)
-        if abs(duration - v.duration) > v.tolerance:
-            return None
         audio = c.audio_generated(v.audio)
-        cost = c.cost(v.resolution, duration, audio)
-        if cost is None or (v.max_cost is not None and cost > v.max_cost + 1e-9):
-            return None
-        lat, source = self._latency(c, duration, v.pixels)
-        if v.max_latency is not None and lat[v.pct] > v.max_latency:
-            return None
-        if v.time_left is not None and lat[v.pct] > v.time_left:
-            return None
-        if self._blocked(c) is not None:
-            return None
-        return Candidate(c, cost, duration, audio, dict(zip(_PCTS, lat, strict=True)), source)
+        return Estimate(duration, audio, c.cost(v.resolution, duration, audio))
+
+    def _fit(self, v: RequestView, pool: list[Compiled]) -> list[_Sized]:
+        """The offerings of ``pool`` (past the shape stage) that meet the size stage."""
+        out = []
+        for c in pool:
+            e = self._size_estimate(v, c)
+            if all(ok(v, c, e, self) for ok in self._size_checks):
+                out.append((c, e.duration, e.audio, e.cost))
+        return out
+
+    def _finish(self, v: RequestView, sized: list[_Sized]) -> list[Candidate]:
+        """Apply the per-request constraints (budget, latency, deadline, live health) that
+        this request asks for — a request with no budget never runs the budget rule — and
+        estimate latency only for offerings within budget."""
+        on = [k for k in self._later if k.applies(v, self)]
+        at_budget = tuple(k.ok for k in on if k.stage is Stage.BUDGET)
+        at_latency = tuple(k.ok for k in on if k.stage > Stage.BUDGET)
+        e = Estimate(0.0)  # scratch space; each candidate copies what it keeps
+        out = []
+        for c, duration, audio, cost in sized:
+            e.duration, e.audio, e.cost = duration, audio, cost
+            if at_budget and not all(ok(v, c, e, self) for ok in at_budget):
+                continue
+            e.latency, e.source = self._latency(c, duration, v.pixels)
+            if at_latency and not all(ok(v, c, e, self) for ok in at_latency):
+                continue
+            out.append(_candidate(c, e, []))
+        return out
+
+    def _survivors(self, v: RequestView, pool: list[Compiled]) -> list[Candidate]:
+        """Every offering of ``pool`` meeting every constraint, in pool order (uncached: for
+        pinned offerings and explicit candidate lists)."""
+        return self._finish(v, self._fit(v, [c for c in pool if self._static_ok(v, c)]))
+
+    def feasible(self, v: RequestView, c: Compiled) -> Candidate | None:
+        """The candidate if every constraint holds, else None."""
+        found = self._survivors(v, [c])
+        return found[0] if found else None
 
     # -- the explaining path -------------------------------------------------------------------
 
+    def estimate(self, v: RequestView, c: Compiled) -> Estimate:
+        duration = c.nearest_duration(v.duration)
+        audio = c.audio_generated(v.audio)
+        lat, source = self._latency(c, duration, v.pixels)
+        return Estimate(duration, audio, c.cost(v.resolution, duration, audio), lat, source)
+
     def check(self, v: RequestView, c: Compiled) -> Candidate:
         """Evaluate every constraint (not just the first failure) for a complete explanation."""
-        bad: list[Rejection] = []
-
-        def no(code: str, message: str) -> None:
-            bad.append(Rejection(code, message))
-
-        caps = c.offering.capabilities
-        if not c.enabled:
-            no("disabled", "disabled in the catalog configuration")
-        if c.available_until is not None and v.today > c.available_until:
-            no("availability", f"retired by the provider after {c.available_until}")
-        elif c.available_from is not None and v.today < c.available_from:
-            no("availability", f"not available before {c.available_from}")
-        if c.protocol not in self.env.protocols:
-            no("adapter", f"no adapter for protocol {c.protocol} yet")
-        if not self.env.has_credentials(list(c.credentials)):
-            no("credentials", f"credential {' + '.join(c.credentials)} not set")
-        if v.mode not in c.modes:
-            no(
-                "mode",
-                f"does not do {v.mode.value} (does {', '.join(m.value for m in caps.modes)})",
-            )
-        duration = c.nearest_duration(v.duration)
-        if abs(duration - v.duration) > v.tolerance:
-            no(
-                "duration",
-                f"{v.duration:g}s not available (nearest {duration:g}s, "
-                f"max {caps.durations.maximum:g}s)",
-            )
-        if v.resolution not in c.resolutions:
-            no(
-                "resolution",
-                f"no {v.resolution.value} (has {', '.join(r.value for r in caps.resolutions)})",
-            )
-        if v.aspect not in c.aspects:
-            no("aspect_ratio", f"no {v.aspect} (has {', '.join(caps.aspect_ratios)})")
-        if v.fps is not None and v.fps not in c.fps:
-            no("fps", f"no {v.fps} fps (has {', '.join(str(f) for f in caps.fps)})")
-        if v.audio_required and c.audio == "never":
-            no("audio", "no native audio")
-        unsupported = v.roles - c.roles
-        if unsupported:
-            no(
-                "references",
-                f"cannot take {', '.join(sorted(r.value for r in unsupported))} references",
-            )
-        elif v.n_refs > c.max_refs:
-            no("references", f"takes at most {c.max_refs} references")
-        if v.negative and not c.negative_prompt:
-            no("negative_prompt", "takes no negative prompt")
-        if c.tier < v.min_tier and v.request.quality is not None:
-            no("quality", f"below the {v.request.quality.value} quality tier")
-        if v.allowed_providers is not None and c.provider not in v.allowed_providers:
-            no("provider", f"provider {c.provider} not in the allowed list")
-        if c.provider in v.blocked_providers:
-            no("provider", f"provider {c.provider} is blocked")
-        if v.allowed_jurisdictions is not None and c.jurisdiction not in v.allowed_jurisdictions:
-            no("jurisdiction", f"vendor jurisdiction {c.jurisdiction} not allowed")
-        if v.open_weights_only and not c.open_weights:
-            no("open_weights", "weights are not open")
-        if v.commercial_required and not c.commercial:
-            no("commercial", "licence does not clearly allow commercial use")
-        missing = v.required_strengths - c.strengths
-        if missing:
-            no("strengths", f"not known for {', '.join(sorted(missing))}")
-        audio = c.audio_generated(v.audio)
-        cost = c.cost(v.resolution, duration, audio)
-        if cost is None:
-            no("price", f"no price listed for {v.resolution.value} at {duration:g}s")
-        elif v.max_cost is not None and cost > v.max_cost + 1e-9:
-            no("cost", f"costs ${cost:.2f}, over the ${v.max_cost:.2f} limit")
-        lat, source = self._latency(c, duration, v.pixels)
-        pct = _PCTS[v.pct]
-        if v.max_latency is not None and lat[v.pct] > v.max_latency:
-            no("latency", f"{pct} latency {lat[v.pct]:.0f}s over the {v.max_latency:g}s limit")
-        if v.time_left is not None and lat[v.pct] > v.time_left:
-            no(
-                "deadline",
-                f"{pct} latency {lat[v.pct]:.0f}s would miss the deadline "
-                f"({max(0.0, v.time_left):.0f}s left)",
-            )
-        blocked = self._blocked(c)
-        if blocked is not None:
-            no("health", blocked)
-        return Candidate(c, cost, duration, audio, dict(zip(_PCTS, lat, strict=True)), source, bad)
+        e = self.estimate(v, c)
+        bad = [
+            Rejection(k.code, k.why(v, c, e, self))
+            for k in self.constraints
+            if not k.ok(v, c, e, self)
+        ]
+        return _candidate(c, e, bad)
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -350,7 +331,7 @@ class Router:
                 if oid not in self.by_id:
                     self.env.catalog.offering(oid)  # raises with a "did you mean"
                 pool.append(self.by_id[oid])
-            ranked = [cand for c in pool if (cand := self.feasible(v, c)) is not None]
+            ranked = self._survivors(v, pool)
             policy = "pinned"  # keep the caller's order
         else:
             if policy not in POLICIES:
@@ -360,14 +341,10 @@ class Router:
                 )
             if among is not None:
                 pool = [self.by_id[oid] for oid in among if oid in self.by_id]
-                found = [cand for c in pool if (cand := self.feasible(v, c)) is not None]
+                found = self._survivors(v, pool)
             else:
                 pool = self.compiled
-                found = [
-                    cand
-                    for c in self._statically_feasible(v)
-                    if (cand := self._dynamic(v, c)) is not None
-                ]
+                found = self._finish(v, self._sized(v))
             ranked = rank(policy, found, request, self.env.catalog)
         plan = RoutePlan(
             request=request, policy=policy, ranked=ranked, _router=self, _view=v, _pool=pool
