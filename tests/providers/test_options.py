@@ -207,7 +207,7 @@ def test_an_allowed_field_passes_and_reaches_the_emulator(srv: Server, who: Tena
     assert job["state"] == "succeeded", job
     sandbox = srv.gateway._sandbox
     assert sandbox is not None
-    received = [j.params["input"] for j in sandbox.core.store.list("kling")]
+    received = [j.params["received"] for j in sandbox.core.store.list("kling")]
     ours = [b for b in received if b.get("cfg_scale") == 0.25]
     assert len(ours) == 1
     assert ours[0]["shot_type"] == "customize"

@@ -169,8 +169,8 @@ class SandboxCore:
             created_at=time.time(),
             latency_s=latency,
             outcome=outcome,
-            # the create body as received: list endpoints echo it (inputs), tests read it
-            params={**params, "variant": int(fingerprint[:8], 16) % 4, "input": body},
+            # the create body as received, for tests that check what reached the provider
+            params={**params, "variant": int(fingerprint[:8], 16) % 4, "received": body},
             canceled_at=None,
             deleted=False,
         )
