@@ -5,9 +5,13 @@ emulator answers. Providers without an SDK are checked against fixtures from the
 
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
+import ipaddress
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,5 +72,68 @@ def catalog() -> Catalog:
 @pytest.fixture
 def sb(tmp_path: Path, catalog: Catalog) -> Iterator[SandboxServer]:
     server = SandboxServer(tmp_path / "sb", catalog, time_scale=0.002).start()
+    yield server
+    server.stop()
+
+
+class TlsSandbox(SandboxServer):
+    """The same sandbox served over TLS with a throwaway self-signed certificate, for SDKs
+    that only treat ``https:`` URLs as files (replicate's FileOutput). Only the harness
+    changes; the emulators' wire format is the same."""
+
+    def __init__(self, home: Path, catalog: Catalog, **kw: Any) -> None:
+        super().__init__(home, catalog, **kw)
+        home.mkdir(parents=True, exist_ok=True)
+        self.cert, key = _self_signed(home)
+        self.server.config.ssl_certfile = str(self.cert)
+        self.server.config.ssl_keyfile = str(key)
+
+    @property
+    def url(self) -> str:
+        return super().url.replace("http://", "https://", 1)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cert))
+
+
+def _self_signed(home: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = home / "tls.crt", home / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_sb(tmp_path: Path, catalog: Catalog) -> Iterator[TlsSandbox]:
+    server = TlsSandbox(tmp_path / "tls", catalog, time_scale=0.002).start()
     yield server
     server.stop()

@@ -63,6 +63,7 @@ from vidgate.providers.base import (
     RemoteAsset,
     RemoteState,
     RemoteStatus,
+    ReportedCost,
     error_for_status,
     register,
     retry_after_seconds,
@@ -483,7 +484,16 @@ class Replicate(Provider):
         state = status_table(STATUS, raw, self.protocol)
         error = self._failure(data, job.remote_id) if state is RemoteState.FAILED else None
         progress = 1.0 if state is RemoteState.SUCCEEDED else progress_from_logs(data.get("logs"))
-        return RemoteStatus(state=state, raw=raw, progress=progress, error=error)
+        # Time-priced hardware bills `metrics.predict_time` seconds (an offering with
+        # usd_per_hardware_second settles on it; output-priced official models ignore it).
+        metrics = data.get("metrics")
+        seconds = metrics.get("predict_time") if isinstance(metrics, dict) else None
+        reported = None
+        if state.terminal and isinstance(seconds, int | float) and not isinstance(seconds, bool):
+            reported = ReportedCost(float(seconds), "hardware_seconds", "metrics.predict_time")
+        return RemoteStatus(
+            state=state, raw=raw, progress=progress, error=error, reported_cost=reported
+        )
 
     async def fetch(self, job: ProviderJob) -> list[RemoteAsset]:
         data = await self._get(job)

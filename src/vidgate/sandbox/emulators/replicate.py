@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import time
 from datetime import UTC, datetime
@@ -60,6 +61,13 @@ _MODERATION_ERROR = (
     "The input or output was flagged as sensitive. Please try again with different inputs. (E005)"
 )
 _INTERNAL_ERROR = "Prediction interrupted; please retry (code: PA)"
+
+
+def _file_id(request: Request, url: str) -> str | None:
+    """The file id when ``url`` is one of this emulator's Files API URLs, else None."""
+    prefix = f"{str(request.base_url).rstrip('/')}/{PROTOCOL}/v1/files/"
+    rest = url.removeprefix(prefix)
+    return rest if rest != url and rest and "/" not in rest else None
 
 
 def _now() -> float:
@@ -337,9 +345,12 @@ def router(core: SandboxCore) -> APIRouter:
             logs = ""
         metrics: dict[str, float] = {}
         if phase == "succeeded":
+            # in emulated seconds (the sandbox runs time_scale times faster than the service),
+            # since time-priced hardware bills predict_time
+            scale = core.time_scale or 1.0
             metrics = {
-                "predict_time": round(done - started, 3),
-                "total_time": round(done - job.created_at, 3),
+                "predict_time": round((done - started) / scale, 3),
+                "total_time": round((done - job.created_at) / scale, 3),
             }
         model = str(p.get("model") or job.model)
         return {
@@ -392,6 +403,11 @@ def router(core: SandboxCore) -> APIRouter:
             return _invalid(errors)
         mode, native = _variant_of(offering, model, inp)
         params, input_errors = _render_params(offering, mode, native, inp)
+        for key, value in inp.items():
+            # a Files API URL as an input (the SDK's default for a file): it must exist
+            fid = _file_id(request, value) if isinstance(value, str) else None
+            if fid is not None and fid not in files:
+                errors.append(("format", f"input.{key}", f"file {fid} does not exist"))
         if errors or input_errors:
             return _invalid(errors + input_errors)
         deadline_s = None
@@ -499,6 +515,72 @@ def router(core: SandboxCore) -> APIRouter:
         if job is None or job.deleted or job.protocol != PROTOCOL:
             return _problem(404, "Not found.", title="Prediction not found")
         return enforce_deadline(job)
+
+    # -- Files API (what replicate-python uses for file inputs by default) -------------------
+    # POST /v1/files takes multipart `content` (+ optional JSON `metadata`) and answers 201 with
+    # the file object; its `urls.get` is the URL to pass as a model input (replicate 1.0.7
+    # helpers.encode_json: `client.files.create(obj).urls["get"]`). Files live in memory.
+    files: dict[str, tuple[dict[str, Any], bytes]] = {}
+
+    def file_url(request: Request, fid: str) -> str:
+        return f"{str(request.base_url).rstrip('/')}/{PROTOCOL}/v1/files/{fid}"
+
+    @r.post("/files")
+    async def create_file(request: Request) -> Response:
+        if (err := auth_error(request)) is not None:
+            return err
+        form = await request.form()
+        upload = form.get("content")
+        if upload is None or isinstance(upload, str):
+            return _invalid([("required", "content", "content is required")])
+        data = await upload.read()
+        raw_meta = form.get("metadata")
+        try:
+            metadata = json.loads(raw_meta) if isinstance(raw_meta, str) and raw_meta else {}
+        except ValueError:
+            return _invalid([("format", "metadata", "metadata must be JSON")])
+        fid = hashlib.sha256(data + str(time.time_ns()).encode()).hexdigest()[:26]
+        now = _now()
+        obj = {
+            "id": fid,
+            "name": upload.filename or "file",
+            "content_type": upload.content_type or "application/octet-stream",
+            "size": len(data),
+            "etag": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            "checksums": {
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            },
+            "metadata": metadata,
+            "created_at": _iso(now),
+            "expires_at": _iso(now + 24 * 3600),
+            "urls": {"get": file_url(request, fid)},
+        }
+        files[fid] = (obj, data)
+        return JSONResponse(obj, status_code=201)
+
+    @r.get("/files")
+    async def list_files(request: Request) -> Response:
+        if (err := auth_error(request)) is not None:
+            return err
+        results = [obj for obj, _ in files.values()]
+        return JSONResponse({"next": None, "previous": None, "results": results})
+
+    @r.get("/files/{fid}")
+    async def get_file(fid: str, request: Request) -> Response:
+        if (err := auth_error(request)) is not None:
+            return err
+        if fid not in files:
+            return _problem(404, "Not found.", title="File not found")
+        return JSONResponse(files[fid][0])
+
+    @r.delete("/files/{fid}")
+    async def delete_file(fid: str, request: Request) -> Response:
+        if (err := auth_error(request)) is not None:
+            return err
+        if files.pop(fid, None) is None:
+            return _problem(404, "Not found.", title="File not found")
+        return Response(status_code=204)
 
     @r.get("/predictions/{prediction_id}")
     async def get(prediction_id: str, request: Request) -> Response:
