@@ -12,6 +12,13 @@ Exit status 0 only if: no job is lost or left unfinished; no provider job was cr
 (the sandbox counts identical creates); every ambiguous create ended as reconciled or
 needs_reconciliation; every attempt has exactly one ledger row and each job's ledger adds up
 to its cost.
+
+Then the **bursts** (``--scenario burst``, run by default after the classic run): 60 jobs
+submitted at once to ONE provider (the cheapest 480p 4 s offering) and to several, the
+worker(s) SIGKILLed at least 8 times in the first seconds and a few times later, the sandbox
+dropping some create responses. Beyond the checks above: ``needs_reconciliation`` at most
+2 % of the jobs, and no job counted more attempts than it sent creates plus refusals. The
+same burst with SIGTERM restarts instead: 0 parked, 0 duplicates, every job succeeds.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -56,13 +64,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", choices=["all", "classic", "burst"], default="all")
     ap.add_argument("--jobs", type=int, default=200)
     ap.add_argument("--kills", type=int, default=24, help="minimum worker kills")
+    ap.add_argument("--burst-jobs", type=int, default=60)
+    ap.add_argument("--burst-kills", type=int, default=8, help="SIGKILLs in the first seconds")
+    ap.add_argument(
+        "--burst-modes",
+        default="one-kill,many-kill,one-term,one-kill-2procs",
+        help="comma-separated: {one,many}-{kill,term}[-2procs]",
+    )
+    ap.add_argument("--drop-rate", type=float, default=0.02, help="dropped create responses")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    ok = True
+    if args.scenario in ("all", "classic"):
+        ok = _with_sandbox(args, None, run) == 0 and ok
+    if args.scenario in ("all", "burst"):
+        for mode in args.burst_modes.split(","):
+            ok = _with_sandbox(args, mode, burst) == 0 and ok
+    print("ALL CHAOS PASSED" if ok else "SOME CHAOS FAILED")
+    return 0 if ok else 1
+
+
+def _with_sandbox(args: argparse.Namespace, mode: str | None, fn: Any) -> int:
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="vidgate-chaos-"))
     port = free_port()
@@ -80,7 +108,7 @@ def main() -> int:
     )
     if args.database_url:
         env["VIDGATE_DATABASE_URL"] = args.database_url
-    faults = {
+    faults: dict[str, Any] = {
         "hang_s": 4,
         "rules": [
             {"kind": "unavailable", "rate": 0.03},
@@ -89,6 +117,11 @@ def main() -> int:
             {"kind": "fail", "rate": 0.02},
         ],
     }
+    if mode is not None:
+        # The bursts isolate the crash windows: only dropped create responses are injected.
+        # SIGTERM bursts inject none: they prove a graceful restart alone parks nothing.
+        rate = args.drop_rate if "kill" in mode else 0.0
+        faults = {"hang_s": 4, "rules": [{"kind": "drop", "rate": rate}]}
     (work / "faults.json").write_text(json.dumps(faults))
     sandbox = subprocess.Popen(
         [
@@ -115,8 +148,12 @@ def main() -> int:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        print(f"sandbox pid {sandbox.pid} on {sandbox_url}; work dir {work}")
-        return run(args, rng, env, work, sandbox_url)
+        print(
+            f"\n=== {mode or 'classic'} === sandbox pid {sandbox.pid} on {sandbox_url}; work {work}"
+        )
+        if mode is None:
+            return int(fn(args, rng, env, work, sandbox_url))
+        return int(fn(args, rng, env, work, sandbox_url, mode))
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)
@@ -260,6 +297,141 @@ def run(
         and kills >= args.kills
     )
     print("CHAOS PASSED" if ok else "CHAOS FAILED")
+    gw.close()
+    return 0 if ok else 1
+
+
+def _spawn(env: dict[str, str], procs: int) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vidgate",
+                "worker",
+                "--lease",
+                "2",
+                "--concurrency",
+                "100",
+                "--grace",
+                "10",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(procs)
+    ]
+
+
+def burst(
+    args: argparse.Namespace,
+    rng: random.Random,
+    env: dict[str, str],
+    work: Path,
+    sandbox_url: str,
+    mode: str,
+) -> int:
+    """A burst of jobs, workers killed (or terminated) again and again in its first seconds."""
+    os.environ.update({k: v for k, v in env.items() if k.startswith("VIDGATE_")})
+    from vidgate.gateway import Gateway
+    from vidgate.settings import Settings
+    from vidgate.types import AttemptState, JobState, VideoRequest
+
+    target, how, *rest = mode.split("-")
+    procs = 2 if rest and rest[0] == "2procs" else 1
+    gw = Gateway(Settings())
+    base = VideoRequest(prompt="burst", duration_s=4, resolution="480p")
+    if target == "one":
+        offerings = [gw.route(base, policy="cheapest").choice.offering.id]
+    else:
+        offerings = OFFERINGS
+    ids = []
+    for i in range(args.burst_jobs):
+        offering = gw.catalog.offering(offerings[i % len(offerings)])
+        caps = offering.capabilities
+        request = VideoRequest(
+            prompt=f"burst {mode} job {i}",
+            duration_s=caps.durations.nearest(4.0),
+            resolution=min(caps.resolutions, key=lambda r: r.short_side),
+            aspect_ratio=caps.aspect_ratios[0],
+        )
+        ids.append(gw.submit(request, pinned=[offering.id]).id)
+    print(f"{mode}: {len(ids)} jobs to {', '.join(offerings)}; {procs} worker process(es)")
+
+    sig = signal.SIGKILL if how == "kill" else signal.SIGTERM
+    restarts = args.burst_kills + 3
+    for n in range(restarts):
+        workers = _spawn(env, procs)
+        # The first restarts land in the burst's first seconds, the rest at random later.
+        time.sleep(rng.uniform(0.4, 1.5) if n < args.burst_kills else rng.uniform(1.5, 4.0))
+        for w in workers:
+            w.send_signal(sig)
+        for w in workers:
+            try:
+                w.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait()
+        done = sum(gw.store.get(i).state.terminal for i in ids)
+        print(f"  restart {n + 1:2d}: {sig.name} after a burst second; {done}/{len(ids)} terminal")
+
+    final = _spawn(env, procs)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not all(gw.store.get(i).state.terminal for i in ids):
+        time.sleep(0.5)
+    for w in final:
+        w.send_signal(signal.SIGTERM)
+    for w in final:
+        w.wait(timeout=60)
+
+    jobs = [gw.store.get(i) for i in ids]
+    stats = httpx.get(f"{sandbox_url}/sandbox/stats", timeout=10).json()
+    states = Counter(j.state.value for j in jobs)
+    parked = states.get(JobState.NEEDS_RECONCILIATION.value, 0)
+    attempts = sum(len(j.attempts) for j in jobs)
+    ambiguous = sum(1 for j in jobs for a in j.attempts if a.state is AttemptState.AMBIGUOUS)
+    ledger_bad = []
+    for j in jobs:
+        rows = gw.store.ledger(job_id=j.id)
+        ended = [
+            a.n
+            for a in j.attempts
+            if a.state
+            not in (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.RUNNING)
+        ]
+        billed = sum(r["amount_usd"] for r in rows if r["kind"] == "charge")
+        if sorted(r["attempt_n"] for r in rows) != sorted(ended) or (
+            j.cost_usd is not None and abs(billed - j.cost_usd) > 1e-9
+        ):
+            ledger_bad.append(j.id)
+    spend = gw.accounts.spend()
+    reserved_left = sum(e["reserved_usd"] for e in spend)
+    held_for_parked = sum(j.reserved_usd or 0.0 for j in jobs if j.state.terminal)
+    pct = 100.0 * parked / len(jobs)
+    print(f"{mode} audit: final states {dict(sorted(states.items()))}")
+    print(
+        f"{mode} audit: jobs lost {len(ids) - len(jobs)}; not terminal "
+        f"{sum(not j.state.terminal for j in jobs)}; attempts {attempts}; provider creates "
+        f"{stats['creates']}; duplicate provider submissions {stats['duplicate_submissions']}"
+    )
+    print(
+        f"{mode} audit: ambiguous attempts {ambiguous}; needs_reconciliation {parked} "
+        f"({pct:.1f}%); ledger ≠ attempts/cost {len(ledger_bad)}; reserved left "
+        f"${reserved_left:.2f} (held for parked jobs ${held_for_parked:.2f})"
+    )
+    ok = (
+        len(jobs) == len(ids)
+        and all(j.state.terminal for j in jobs)
+        and stats["duplicate_submissions"] == 0
+        and not ledger_bad
+        and abs(reserved_left - held_for_parked) < 1e-6
+    )
+    if how == "kill":
+        ok = ok and parked <= 0.02 * len(jobs)
+    else:
+        ok = ok and parked == 0 and states.get("succeeded", 0) == len(jobs)
+    print(f"{mode}: {'PASSED' if ok else 'FAILED'}")
     gw.close()
     return 0 if ok else 1
 

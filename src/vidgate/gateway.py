@@ -291,9 +291,10 @@ class Gateway:
         fingerprint = request_hash(
             request, {"policy": policy, "pinned": pinned, "webhook": webhook_url}
         )
-        # Hold the worst case: whichever ranked offering ends up billing (failed attempts
-        # are not billed, so at most one is).
-        worst = max((c.cost_usd or 0.0) for c in plan.ranked)
+        # Hold what the chosen offering costs; a dearer fallback tops the hold up atomically
+        # when it is reached, or is skipped with the reason when the budget cannot cover it
+        # (JobDriver._cover). Reserving the whole chain's worst case refused jobs that fit.
+        worst = plan.choice.cost_usd or 0.0
         if self.accounts.reserve(tenant, worst):
             job.reserved_usd = worst
         try:

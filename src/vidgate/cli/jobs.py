@@ -114,12 +114,23 @@ def worker(
     lease: Annotated[
         float, typer.Option("--lease", min=1.0, help="Seconds a claim lasts between renewals.")
     ] = 30.0,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace",
+            min=0.0,
+            help="On SIGTERM: seconds creates already sent may take to store their ids; "
+            "every other job is handed back at once.",
+        ),
+    ] = 30.0,
     sandbox: SandboxOpt = False,
 ) -> None:
     """Claim and run jobs until interrupted; resumes every in-flight job after a restart."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     gw = Gateway(settings_from(sandbox))
-    config = WorkerConfig(concurrency=concurrency, per_provider=per_provider, lease_s=lease)
+    config = WorkerConfig(
+        concurrency=concurrency, per_provider=per_provider, lease_s=lease, grace_s=grace
+    )
 
     async def main() -> None:
         w = Worker(gw, config)

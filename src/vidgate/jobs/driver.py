@@ -8,7 +8,21 @@ The rules that keep money safe (design.md §6) are enforced here:
   own capability check) moves on to the next ranked offering; an ambiguous one (timeout or a
   crash after sending) is reconciled through the provider's idempotency key or lookup where
   it has one, and otherwise parked as ``needs_reconciliation``;
+* **the ambiguity window is as narrow as the create itself.** A job is ``submitting`` only
+  from the moment its create request can actually leave: the provider's concurrency slot and
+  rate-limit permit are acquired *first*, then the intent is stored, then the request is
+  sent, with nothing in between that waits on other jobs. :meth:`JobDriver._store_intent`
+  refuses to write an intent without a live :class:`SendPermit` for that offering, so the
+  order is enforced by the code, not by convention. A crash while waiting for a slot leaves
+  the job in ``routing`` with no new attempt; the next claim takes it up as if nothing
+  happened;
 * an attempt with a provider job id is only ever polled, never resubmitted;
+* an attempt given up on (status outage, no first progress) is cancelled where the provider
+  can; where it cannot and ``fallback_on_stall`` allows moving on, it is ``abandoned``:
+  booked ``pending``, followed to its end while the next offering runs, and settled at what
+  it cost; the job's reservation is topped up to cover both first;
+* what an ended attempt costs is decided in one place,
+  :func:`vidgate.billing.settle.attempt_charge`;
 * downloading is retried on its own, without generating again;
 * every attempt that ends gets exactly one ledger row, and every terminal state its webhook
   events, each in the same transaction as the state change.
@@ -32,11 +46,13 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
+from vidgate.billing.settle import attempt_charge
 from vidgate.catalog.loader import Catalog
 from vidgate.catalog.schema import Offering
 from vidgate.errors import (
     AmbiguousSubmission,
     AuthFailed,
+    BudgetExceeded,
     CapabilityMismatch,
     ContentRejected,
     InvalidRequest,
@@ -103,6 +119,17 @@ class Pacer:
         return random.uniform(0, min(60.0, self.min_s * 2**errors))
 
 
+@dataclass(eq=False)
+class SendPermit:
+    """Proof that a create may go on the wire *now*: the provider's concurrency slot is held
+    (and its rate-limit permit was taken). Only :meth:`JobDriver._send_permit` makes live
+    ones, and only for as long as the slot is held."""
+
+    provider: str
+    offering_id: str
+    live: bool = False
+
+
 class Stop(Exception):
     """The driver must stop working on this job (lost lease or shutdown)."""
 
@@ -123,6 +150,8 @@ class JobDriver:
         slots: Callable[[str], asyncio.Semaphore] | None = None,
         endpoints: Callable[[str], Sequence[dict[str, Any]]] | None = None,
         progress_write_s: float = 5.0,
+        fallback_on_stall: bool = True,
+        top_up: Callable[[Claim, float], bool] | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
@@ -136,6 +165,14 @@ class JobDriver:
         self.slots = slots
         self.endpoints = endpoints or (lambda tenant: [])
         self.progress_write_s = progress_write_s
+        self.fallback_on_stall = fallback_on_stall
+        #: grow a job's reservation atomically (store write + budget check in one
+        #: transaction); False when the tenant's budget cannot cover it
+        self.top_up = top_up
+        #: jobs between a stored intent and a stored provider id (a graceful shutdown waits
+        #: for these instead of cutting them off)
+        self.on_wire: set[str] = set()
+        self.wire_left = asyncio.Event()
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -204,27 +241,29 @@ class JobDriver:
             return "circuit half-open: probe already in flight"
         return None
 
-    @staticmethod
     def _end_attempt(
+        self,
         job: Job,
         idx: int,
         state: AttemptState,
         *,
-        cost: float | None,
         err: VidgateError | None = None,
     ) -> LedgerEntry:
-        """Close an attempt and return its one ledger row (billed amount, or 0)."""
+        """Close an attempt and return its one ledger row. What it costs is decided in one
+        place, :func:`vidgate.billing.settle.attempt_charge`, for every way it can end."""
         a = job.attempts[idx]
         a.state = state
         a.ended_at = _now()
         if err is not None:
             a.error = err.to_dict()
-        if state is AttemptState.AMBIGUOUS:
-            # Perhaps billed, perhaps not: book the estimate until reconciliation says.
-            a.cost_usd = None
-            return LedgerEntry(a.n, a.offering_id, a.estimated_cost_usd, kind="pending")
-        a.cost_usd = cost or 0.0
-        return LedgerEntry(a.n, a.offering_id, a.cost_usd, kind="charge" if a.cost_usd else "void")
+        charge = attempt_charge(job, a, state, self.catalog.offerings.get(a.offering_id))
+        # A pending row's amount is a hold, not a bill: cost stays unknown until resolved.
+        a.cost_usd = None if charge.kind == "pending" else charge.amount_usd
+        if charge.note is not None:
+            job.billing = {**(job.billing or {}), "delivery": charge.note}
+        # settles: an attempt reconciled or adopted after it was booked pending keeps its
+        # one row, now resolved
+        return LedgerEntry(a.n, a.offering_id, charge.amount_usd, kind=charge.kind, settles=True)
 
     # -- the state machine -----------------------------------------------------------------
 
@@ -265,13 +304,21 @@ class JobDriver:
                 continue
             nxt = await self._next_offering(claim, rejected_vendors)
             if nxt is None:
+                budget_why = [
+                    s["why"]
+                    for s in (job.route or {}).get("skipped", [])
+                    if "budget" in s["why"] or "max_cost" in s["why"]
+                ]
                 job.error = (
                     last_error
+                    or (BudgetExceeded(budget_why[-1]) if budget_why else None)
                     or ProviderUnavailable(
                         "every ranked offering was tried or is over the remaining budget or "
                         "deadline"
                     )
                 ).to_dict()
+                if last_error is not None and budget_why:
+                    job.error["fallback_stopped"] = budget_why[-1]
                 job.finished_at = _now()
                 job.state = JobState.FAILED
                 await self._save(claim)
@@ -329,8 +376,18 @@ class JobDriver:
     async def _next_offering(self, claim: Claim, rejected_vendors: set[str]) -> Offering | None:
         job = claim.job
         route = job.route or {}
-        tried = {a.offering_id for a in job.attempts}
-        spent = sum(a.cost_usd or 0.0 for a in job.attempts)
+        # An attempt an operator declared never landed (reconcile --resubmit) does not
+        # count as having tried its offering.
+        tried = {
+            a.offering_id for a in job.attempts if not (a.error or {}).get("operator_resubmit")
+        }
+        # What earlier attempts may still bill (pending: ambiguous or abandoned) counts as
+        # spent: moving on must be covered for the worst case, both remote jobs billing.
+        committed = sum(
+            a.estimated_cost_usd if a.cost_usd is None else a.cost_usd
+            for a in job.attempts
+            if a.cost_usd is not None or a.state in (AttemptState.AMBIGUOUS, AttemptState.ABANDONED)
+        )
         budget = job.request.constraints.max_cost_usd
         skipped = route.setdefault("skipped", [])
         for oid in route.get("ranked", []):
@@ -340,18 +397,69 @@ class JobDriver:
             if self._vendor(oid) in rejected_vendors:
                 continue
             estimate = float(route["estimates"][oid])
-            if budget is not None and spent + estimate > budget + 1e-9:
+            if budget is not None and committed + estimate > budget + 1e-9:
+                skipped.append({"offering": oid, "why": "over the request's max_cost_usd"})
                 continue
             why = self._usable(offering)
+            if why is None:
+                why = await self._cover(claim, committed + estimate)
             if why is not None:
                 skipped.append({"offering": oid, "why": why})
                 continue
             return offering
         return None
 
-    async def _submit(
-        self, claim: Claim, offering: Offering, on_progress: ProgressFn | None
-    ) -> VidgateError | None:
+    async def _cover(self, claim: Claim, needed: float) -> str | None:
+        """Make the job's reservation cover ``needed`` (top it up atomically against the
+        tenant's budget); the reason it cannot, or None. A job reserves only its chosen
+        offering at submit: a dearer fallback asks for the difference when it is reached."""
+        job = claim.job
+        if job.reserved_usd is None or needed <= job.reserved_usd + 1e-9:
+            return None  # no budget row to hold against, or already covered
+        more = round(needed - job.reserved_usd, 6)
+        if self.top_up is None or await self._db(self.top_up, claim, more):
+            return None
+        return (
+            f"the tenant's budget cannot cover the ${more:.2f} more this fallback needs "
+            f"reserved (${needed:.2f} in all)"
+        )
+
+    @contextlib.asynccontextmanager
+    async def _send_permit(self, offering: Offering) -> AsyncIterator[SendPermit]:
+        """Wait for everything a create must wait for (the provider's concurrency slot; the
+        rate-limit permit was taken when the offering was chosen) and hand out the proof.
+
+        All waiting on other jobs happens here, *before* any intent exists: a crash while
+        waiting leaves the job in ``routing`` with no attempt, and the next claim simply
+        takes it up again — nothing looks ambiguous, no attempt is counted."""
+        permit = SendPermit(provider=offering.provider, offering_id=offering.id)
+        if self.slots is None:
+            permit.live = True
+            try:
+                yield permit
+            finally:
+                permit.live = False
+            return
+        async with self.slots(offering.provider):
+            permit.live = True
+            try:
+                yield permit
+            finally:
+                permit.live = False
+
+    async def _store_intent(
+        self, claim: Claim, offering: Offering, permit: SendPermit, on_progress: ProgressFn | None
+    ) -> int:
+        """Record the attempt as ``submitting``: the create can leave the moment this returns.
+
+        The invariant (module docstring) is enforced here rather than by convention: no
+        intent is written without a live :class:`SendPermit` for this very offering, so no
+        code path can store an intent and *then* wait for a slot."""
+        if not permit.live or permit.offering_id != offering.id:
+            raise RuntimeError(
+                f"intent for {offering.id} without a held send permit: the create would wait "
+                "after its intent is stored (design.md §6, narrow crash windows)"
+            )
         job = claim.job
         n = len(job.attempts) + 1
         estimate = float((job.route or {})["estimates"][offering.id])
@@ -368,34 +476,66 @@ class JobDriver:
         job.offering_id = offering.id
         job.estimated_cost_usd = estimate
         job.state = JobState.SUBMITTING
+        # From here until the provider's id is stored the job is "on the wire": a graceful
+        # shutdown lets it finish instead of cutting it off (which would make it ambiguous).
+        self.on_wire.add(job.id)
         await self._save(claim)  # the intent, stored before the call
         await self._emit(job, on_progress)
-        crash_point("before_submit")
+        return n
+
+    async def _submit(
+        self, claim: Claim, offering: Offering, on_progress: ProgressFn | None
+    ) -> VidgateError | None:
+        job = claim.job
         adapter = self.adapters.for_offering(offering)
         try:
+            # What the adapter can refuse without a network call is refused before any
+            # waiting and before any intent: nothing can have left.
             adapter.check(job.request, offering)
-            pj = await self._call(
-                offering.provider,
-                adapter.submit(
-                    job.request, offering, idempotency_key=job.attempts[-1].idempotency_key
-                ),
-            )
-        except AmbiguousSubmission as e:
-            self._health(offering.id, e, at_create=True)
-            ledger = self._end_attempt(job, n - 1, AttemptState.AMBIGUOUS, cost=None, err=e)
-            await self._park(claim, e, ledger)
-            return e
         except VidgateError as e:
             self._health(offering.id, e, at_create=True)
-            ledger = self._end_attempt(job, n - 1, AttemptState.FAILED, cost=0.0, err=e)
+            n = len(job.attempts) + 1
+            job.attempts.append(
+                Attempt(
+                    n=n,
+                    offering_id=offering.id,
+                    state=AttemptState.SUBMITTING,
+                    idempotency_key=f"{job.id}-a{n}-{uuid.uuid4().hex[:8]}",
+                    started_at=_now(),
+                    estimated_cost_usd=float((job.route or {})["estimates"][offering.id]),
+                )
+            )
+            ledger = self._end_attempt(job, n - 1, AttemptState.FAILED, err=e)
             job.state = JobState.ROUTING
             await self._save(claim, ledger=[ledger])
             return e
-        crash_point("after_create")
-        job.attempts[-1].provider_job = pj.model_dump(mode="json")
-        job.attempts[-1].state = AttemptState.SUBMITTED
-        job.state = JobState.SUBMITTED
-        await self._save(claim)  # the provider's id, stored the moment it returned
+        try:
+            async with self._send_permit(offering) as permit:
+                n = await self._store_intent(claim, offering, permit, on_progress)
+                crash_point("before_submit")
+                try:
+                    pj = await adapter.submit(
+                        job.request, offering, idempotency_key=job.attempts[-1].idempotency_key
+                    )
+                except AmbiguousSubmission as e:
+                    self._health(offering.id, e, at_create=True)
+                    ledger = self._end_attempt(job, n - 1, AttemptState.AMBIGUOUS, err=e)
+                    await self._park(claim, e, ledger)
+                    return e
+                except VidgateError as e:
+                    self._health(offering.id, e, at_create=True)
+                    ledger = self._end_attempt(job, n - 1, AttemptState.FAILED, err=e)
+                    job.state = JobState.ROUTING
+                    await self._save(claim, ledger=[ledger])
+                    return e
+                crash_point("after_create")
+                job.attempts[-1].provider_job = pj.model_dump(mode="json")
+                job.attempts[-1].state = AttemptState.SUBMITTED
+                job.state = JobState.SUBMITTED
+                await self._save(claim)  # the provider's id, stored the moment it returned
+        finally:
+            self.on_wire.discard(job.id)
+            self.wire_left.set()
         await self._emit(job, on_progress)
         return None
 
@@ -437,7 +577,7 @@ class JobDriver:
                 provider=offering.provider,
             )
         if pj is None:
-            ledger = self._end_attempt(job, idx, AttemptState.AMBIGUOUS, cost=None, err=err)
+            ledger = self._end_attempt(job, idx, AttemptState.AMBIGUOUS, err=err)
             await self._park(claim, err, ledger)
             return False
         attempt.provider_job = pj.model_dump(mode="json")
@@ -492,7 +632,10 @@ class JobDriver:
             except (RateLimited, ProviderUnavailable, ProviderTimeout) as e:
                 errors += 1
                 if errors >= POLL_ERRORS_MAX:
-                    return await self._attempt_failed(claim, idx, e)
+                    out = await self._give_up(claim, idx, adapter, pj, e)
+                    if out is not None:
+                        return out
+                    errors = 0  # the policy says wait on it: keep following
                 delay = self.pacer.backoff(errors, getattr(e, "retry_after", None))
                 continue
             except VidgateError as e:
@@ -507,23 +650,26 @@ class JobDriver:
                 return await self._attempt_failed(claim, idx, err)
             if status.state is RemoteState.CANCELED:
                 self._health(offering.id, None, at_create=False)
-                ledger = self._end_attempt(job, idx, AttemptState.CANCELED, cost=0.0)
+                ledger = self._end_attempt(job, idx, AttemptState.CANCELED)
                 job.finished_at = _now()
                 job.state = JobState.CANCELED
                 await self._save(claim, ledger=[ledger])
                 await self._emit(job, on_progress)
                 return True, None
             if first_progress and status.state is RemoteState.QUEUED and elapsed > first_progress:
-                if adapter.supports_cancel:
-                    with contextlib.suppress(VidgateError):
-                        await self._call(offering.provider, adapter.cancel(pj))
-                return await self._attempt_failed(
+                out = await self._give_up(
                     claim,
                     idx,
+                    adapter,
+                    pj,
                     ProviderTimeout(
                         f"no progress within {first_progress:g}s", provider=offering.provider
                     ),
                 )
+                if out is not None:
+                    return out
+                first_progress = None  # the policy says wait on it: keep following
+            await self._trail(claim)
             now_mono = asyncio.get_running_loop().time()
             moved = (
                 status.progress is not None and abs((job.progress or 0.0) - status.progress) >= 0.1
@@ -541,6 +687,69 @@ class JobDriver:
                 hint=status.poll_after_s, elapsed=elapsed, progress=status.progress
             )
 
+    async def _give_up(
+        self, claim: Claim, idx: int, adapter: Provider, pj: ProviderJob, err: VidgateError
+    ) -> tuple[bool, VidgateError | None] | None:
+        """Stop waiting on an attempt without paying for a free second job.
+
+        Cancelled remotely → the attempt failed (not billed) and the job moves on. Not
+        cancellable → with ``fallback_on_stall`` the attempt is ``abandoned`` (booked
+        ``pending`` at its estimate, followed to its end by :meth:`_trail`) and the job moves
+        on, the reservation covering both; without it, None: keep following this one."""
+        job = claim.job
+        provider = self._provider(pj)
+        if adapter.supports_cancel:
+            try:
+                await self._call(provider, adapter.cancel(pj))
+            except VidgateError:
+                pass
+            else:
+                return await self._attempt_failed(claim, idx, err)
+        if not self.fallback_on_stall:
+            return None
+        self._health(job.attempts[idx].offering_id, err, at_create=False)
+        ledger = self._end_attempt(job, idx, AttemptState.ABANDONED, err=err)
+        job.billing = {
+            **(job.billing or {}),
+            "abandoned": sorted({*(job.billing or {}).get("abandoned", []), idx + 1}),
+        }
+        job.state = JobState.ROUTING
+        await self._save(claim, ledger=[ledger])
+        return False, err
+
+    async def _trail(self, claim: Claim) -> None:
+        """Follow abandoned attempts to their end and settle their ``pending`` rows at what
+        they cost (one status call each per round; errors just wait for the next round)."""
+        job = claim.job
+        for a in job.attempts:
+            if a.state is not AttemptState.ABANDONED or a.cost_usd is not None:
+                continue
+            if not a.provider_job:
+                continue
+            pj = ProviderJob.model_validate(a.provider_job)
+            try:
+                status = await self._call(self._provider(pj), self.adapters.for_job(pj).poll(pj))
+            except VidgateError:
+                continue
+            if status.state in (RemoteState.QUEUED, RemoteState.RUNNING):
+                continue
+            ended = (
+                AttemptState.SUCCEEDED
+                if status.state is RemoteState.SUCCEEDED
+                else AttemptState.CANCELED
+            )
+            charge = attempt_charge(
+                job, a, ended, self.catalog.offerings.get(a.offering_id), delivered=False
+            )
+            a.cost_usd = charge.amount_usd
+            a.error = {**(a.error or {}), "remote_outcome": status.state.value}
+            await self._save(
+                claim,
+                ledger=[
+                    LedgerEntry(a.n, a.offering_id, charge.amount_usd, charge.kind, settles=True)
+                ],
+            )
+
     async def _sleep(self, delay: float, wake: asyncio.Event | None) -> None:
         if wake is None:
             await asyncio.sleep(delay)
@@ -555,7 +764,7 @@ class JobDriver:
         job = claim.job
         self._health(job.attempts[idx].offering_id, err, at_create=False)
         # providers do not bill failed generations
-        ledger = self._end_attempt(job, idx, AttemptState.FAILED, cost=0.0, err=err)
+        ledger = self._end_attempt(job, idx, AttemptState.FAILED, err=err)
         if isinstance(err, RetryableError) or self._vendor_fallback(job, err):
             job.state = JobState.ROUTING
             await self._save(claim, ledger=[ledger])
@@ -587,20 +796,17 @@ class JobDriver:
             stored = [await self._store_asset(job, ra) for ra in remote_assets]
         except VidgateError as e:
             # The clip was made (and billed); only our copy failed. Never generate again.
-            ledger = self._end_attempt(
-                job, idx, AttemptState.SUCCEEDED, cost=attempt.estimated_cost_usd
-            )
+            ledger = self._end_attempt(job, idx, AttemptState.SUCCEEDED)
             job.cost_usd = sum(a.cost_usd or 0.0 for a in job.attempts)
             await self._fail(claim, e, None, ledger=[ledger])
             return
         job.assets = stored
         job.state = JobState.POST_PROCESSING
         await self._save(claim)
+        await self._trail(claim)
         crash_point("before_final_write")
         # The provider bills the clip at its list price, which is our estimate.
-        ledger = self._end_attempt(
-            job, idx, AttemptState.SUCCEEDED, cost=attempt.estimated_cost_usd
-        )
+        ledger = self._end_attempt(job, idx, AttemptState.SUCCEEDED)
         job.cost_usd = sum(a.cost_usd or 0.0 for a in job.attempts)
         job.progress = 1.0
         job.finished_at = _now()
@@ -687,7 +893,7 @@ class JobDriver:
             # best effort: the job ends on our side regardless
             with contextlib.suppress(VidgateError):
                 await self._call(self._provider(pj), adapter.cancel(pj))
-        return self._end_attempt(job, idx, AttemptState.CANCELED, cost=0.0)
+        return self._end_attempt(job, idx, AttemptState.CANCELED)
 
     async def _cancel(self, claim: Claim, on_progress: ProgressFn | None) -> Job:
         job = claim.job

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vidgate.errors import InvalidRequest, NotFound, VidgateError
 from vidgate.jobs import db
-from vidgate.types import Job, JobState, VideoRequest
+from vidgate.types import AttemptState, Job, JobState, VideoRequest
 
 
 class StaleLease(VidgateError):
@@ -90,6 +90,20 @@ class LedgerEntry:
     offering_id: str
     amount_usd: float
     kind: str = "charge"
+    #: resolves this attempt's ``pending`` row in place (one row per attempt, always)
+    settles: bool = False
+
+
+def pending_hold(job: Job) -> float:
+    """What a job must keep reserved while it has attempts that may still bill (pending)."""
+    return round(
+        sum(
+            a.estimated_cost_usd
+            for a in job.attempts
+            if a.cost_usd is None and a.state in (AttemptState.AMBIGUOUS, AttemptState.ABANDONED)
+        ),
+        6,
+    )
 
 
 @dataclass
@@ -235,7 +249,23 @@ class JobStore:
         with self._tx() as conn:
             for row in conn.execute(q).all():
                 fence = row.fence + 1
-                job = Job.model_validate_json(row.doc)
+                try:
+                    job = Job.model_validate_json(row.doc)
+                except ValueError as e:
+                    # A row this code cannot read must not take the worker down (nor be
+                    # retried forever): set it aside, terminal, with the reason kept.
+                    conn.execute(
+                        update(j)
+                        .where(j.c.id == row.id, j.c.fence == row.fence)
+                        .values(
+                            terminal=True,
+                            quarantine=f"unreadable job record: {str(e)[:1500]}",
+                            lease_owner=None,
+                            lease_until=None,
+                            fence=fence,
+                        )
+                    )
+                    continue
                 state = row.state
                 if state == JobState.QUEUED.value:
                     state = JobState.ROUTING.value  # picked up: choosing where to submit
@@ -300,6 +330,14 @@ class JobStore:
         now = _now()
         job.updated_at = now
         j = db.jobs
+        release_usd = 0.0
+        book = bool(job.state.terminal and job.reserved_usd)
+        if book and job.reserved_usd:
+            # A parked job (or one with an abandoned attempt still running) keeps what its
+            # pending rows may bill reserved until an operator or the driver resolves them.
+            keep = min(job.reserved_usd, pending_hold(job))
+            release_usd = job.reserved_usd - keep
+            job.reserved_usd = keep or None
         values: dict[str, Any] = {
             "state": job.state.value,
             "terminal": job.state.terminal,
@@ -337,7 +375,7 @@ class JobStore:
                         next_attempt_at=now,
                     )
                 )
-            if job.state.terminal and job.reserved_usd:
+            if book:
                 # Release the hold and book what was actually billed, atomically with the
                 # terminal state (so a crash can neither double-book nor leak a hold).
                 t = db.tenants
@@ -345,11 +383,23 @@ class JobStore:
                     update(t)
                     .where(t.c.id == job.tenant)
                     .values(
-                        reserved_usd=t.c.reserved_usd - job.reserved_usd,
+                        reserved_usd=t.c.reserved_usd - release_usd,
                         spent_usd=t.c.spent_usd + (job.cost_usd or 0.0),
                     )
                 )
             for le in ledger:
+                if le.settles:
+                    res = conn.execute(
+                        update(db.ledger)
+                        .where(
+                            db.ledger.c.job_id == job.id,
+                            db.ledger.c.attempt_n == le.attempt_n,
+                            db.ledger.c.kind == "pending",
+                        )
+                        .values(kind=le.kind, amount_usd=le.amount_usd, created_at=now)
+                    )
+                    if res.rowcount:
+                        continue
                 conn.execute(
                     insert(db.ledger).values(
                         job_id=job.id,
@@ -363,6 +413,166 @@ class JobStore:
                 )
         if release or job.state.terminal:
             claim.owner = ""  # further writes through this claim are stale by construction
+        return job
+
+    def top_up(self, claim: Claim, amount: float) -> bool:
+        """Grow the claimed job's reservation by ``amount`` against its tenant's budget, in
+        one transaction with the job's (fenced) record, so the two can never disagree.
+        False (nothing written) when the budget cannot cover it."""
+        job = claim.job
+        t, j = db.tenants, db.jobs
+        new_hold = round((job.reserved_usd or 0.0) + amount, 6)
+        doc = job.model_copy(update={"reserved_usd": new_hold}).model_dump_json()
+        with self._tx() as conn:
+            res = conn.execute(
+                update(t)
+                .where(
+                    t.c.id == job.tenant,
+                    (t.c.budget_usd.is_(None))
+                    | (t.c.spent_usd + t.c.reserved_usd + amount <= t.c.budget_usd + 1e-9),
+                )
+                .values(reserved_usd=t.c.reserved_usd + amount)
+            )
+            if res.rowcount != 1:
+                return False
+            res = conn.execute(
+                update(j)
+                .where(j.c.id == job.id, j.c.fence == claim.fence, j.c.lease_owner == claim.owner)
+                .values(doc=doc, updated_at=_now(), version=j.c.version + 1)
+            )
+            if res.rowcount != 1:
+                raise StaleLease(f"job {job.id}: lease lost (fence {claim.fence})")
+        job.reserved_usd = new_hold
+        return True
+
+    def hand_back(self, claim: Claim) -> bool:
+        """Release a claim without touching the job's stored state (graceful shutdown): the
+        job is due again at once for any worker. False when the lease was already gone."""
+        j = db.jobs
+        with self._tx() as conn:
+            res = conn.execute(
+                update(j)
+                .where(
+                    j.c.id == claim.job.id,
+                    j.c.fence == claim.fence,
+                    j.c.lease_owner == claim.owner,
+                    j.c.terminal.is_(False),
+                )
+                .values(lease_owner=None, lease_until=None, next_run_at=_now())
+            )
+        claim.owner = ""
+        return bool(res.rowcount)
+
+    def drive_failed(self, claim: Claim, error: str, max_errors: int) -> int:
+        """Count one crash of the code driving this job (the count survives restarts and
+        other workers). Returns the count; at ``max_errors`` the caller fails the job."""
+        j = db.jobs
+        with self._tx() as conn:
+            conn.execute(
+                update(j)
+                .where(j.c.id == claim.job.id, j.c.fence == claim.fence)
+                .values(drive_errors=j.c.drive_errors + 1, last_drive_error=error[:4000])
+            )
+            n = conn.execute(select(j.c.drive_errors).where(j.c.id == claim.job.id)).scalar()
+        return int(n or 0)
+
+    def quarantined(self) -> builtins.list[dict[str, Any]]:
+        """Rows set aside because they could not be read (id, state, reason)."""
+        j = db.jobs
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(j.c.id, j.c.tenant, j.c.state, j.c.quarantine).where(
+                    j.c.quarantine.is_not(None)
+                )
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def reopen(
+        self,
+        job: Job,
+        *,
+        ledger: Sequence[LedgerEntry] = (),
+        expect_state: JobState = JobState.NEEDS_RECONCILIATION,
+    ) -> Job:
+        """An operator's decision on a parked job: rewrite it (terminal or live again) with
+        its ledger rows, undoing the parked state's booking so the next terminal write books
+        the whole cost exactly once. Only a job still in ``expect_state`` qualifies."""
+        j, t = db.jobs, db.tenants
+        now = _now()
+        with self._tx() as conn:
+            row = conn.execute(
+                select(j.c.doc, j.c.fence).where(
+                    j.c.id == job.id,
+                    j.c.state == expect_state.value,
+                    j.c.lease_owner.is_(None),
+                )
+            ).first()
+            if row is None:
+                raise StaleLease(f"job {job.id} is no longer {expect_state.value}")
+            before = Job.model_validate_json(row.doc)
+            if before.reserved_usd or before.cost_usd:
+                # The parked write booked its cost and kept a hold; take both back here
+                # and book the new outcome below (or at the job's next terminal write).
+                conn.execute(
+                    update(t)
+                    .where(t.c.id == job.tenant)
+                    .values(spent_usd=t.c.spent_usd - (before.cost_usd or 0.0))
+                )
+            book = job.state.terminal and job.reserved_usd
+            release = (job.reserved_usd or 0.0) - min(job.reserved_usd or 0.0, pending_hold(job))
+            if book:
+                conn.execute(
+                    update(t)
+                    .where(t.c.id == job.tenant)
+                    .values(
+                        reserved_usd=t.c.reserved_usd - release,
+                        spent_usd=t.c.spent_usd + (job.cost_usd or 0.0),
+                    )
+                )
+                job.reserved_usd = (job.reserved_usd or 0.0) - release or None
+            elif job.state.terminal:
+                conn.execute(
+                    update(t)
+                    .where(t.c.id == job.tenant)
+                    .values(spent_usd=t.c.spent_usd + (job.cost_usd or 0.0))
+                )
+            job.updated_at = now
+            conn.execute(
+                update(j)
+                .where(j.c.id == job.id, j.c.fence == row.fence)
+                .values(
+                    state=job.state.value,
+                    terminal=job.state.terminal,
+                    offering_id=job.offering_id,
+                    updated_at=now,
+                    version=j.c.version + 1,
+                    fence=row.fence + 1,
+                    next_run_at=now,
+                    doc=job.model_dump_json(),
+                )
+            )
+            for le in ledger:
+                res = conn.execute(
+                    update(db.ledger)
+                    .where(
+                        db.ledger.c.job_id == job.id,
+                        db.ledger.c.attempt_n == le.attempt_n,
+                        db.ledger.c.kind == "pending",
+                    )
+                    .values(kind=le.kind, amount_usd=le.amount_usd, created_at=now)
+                )
+                if res.rowcount == 0:
+                    conn.execute(
+                        insert(db.ledger).values(
+                            job_id=job.id,
+                            attempt_n=le.attempt_n,
+                            tenant=job.tenant,
+                            offering_id=le.offering_id,
+                            kind=le.kind,
+                            amount_usd=le.amount_usd,
+                            created_at=now,
+                        )
+                    )
         return job
 
     def update_finished(self, job: Job) -> Job:

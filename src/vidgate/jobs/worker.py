@@ -8,6 +8,15 @@ resumes it from its stored state — polling it if it has a provider id, never r
 
 HTTP calls are bounded per provider (a semaphore each) so one slow provider cannot starve
 the others, and polling is paced by :class:`~vidgate.jobs.driver.Pacer`.
+
+**Graceful shutdown** (SIGTERM, :meth:`Worker.stop`): no new claims; every job whose create
+is on the wire (intent stored, provider id not yet) is let finish storing its id, for at
+most ``grace_s``; every other claim is handed back at once (lease released, due now), so a
+restarted or another worker resumes it immediately and nothing is parked.
+
+**Poison work**: a job whose driving raises is retried by later claims, at most
+``max_drive_errors`` times in all (the count is stored), then failed with the error kept.
+A row that cannot be read is quarantined by the store, never fatal to the worker.
 """
 
 from __future__ import annotations
@@ -20,12 +29,13 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from vidgate.jobs.driver import JobDriver, Pacer, ProgressFn
 from vidgate.jobs.store import Claim, StaleLease
 from vidgate.jobs.webhooks import Deliverer
-from vidgate.types import Job
+from vidgate.types import AttemptState, Job, JobState
 
 if TYPE_CHECKING:
     from vidgate.gateway import Gateway
@@ -42,6 +52,10 @@ class WorkerConfig:
     idle_sleep_s: float = 0.25
     deliver_webhooks: bool = True
     progress_write_s: float = 5.0
+    #: on stop, how long creates already on the wire may take to store their ids
+    grace_s: float = 30.0
+    #: crashes of a job's driving tolerated (across workers) before it is failed
+    max_drive_errors: int = 3
 
 
 @dataclass
@@ -90,6 +104,8 @@ class Worker:
             slots=self._slot,
             endpoints=lambda tenant: gateway.store.endpoints(tenant),
             progress_write_s=self.config.progress_write_s,
+            fallback_on_stall=gateway.settings.fallback_on_stall,
+            top_up=gateway.store.top_up,
         )
 
     def _slot(self, provider: str) -> asyncio.Semaphore:
@@ -120,15 +136,37 @@ class Worker:
             await self._claim_loop(until_idle)
         finally:
             self._stop.set()
-            for t in loops:
-                t.cancel()
-            for held in list(self.held.values()):
+            try:
+                await self._wind_down()
+            finally:
+                for t in loops:
+                    t.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(store.worker_gone, self.id)
+
+    async def _wind_down(self) -> None:
+        """Creates on the wire finish (bounded by ``grace_s``); every claim is handed back."""
+        on_wire = self.driver.on_wire
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.config.grace_s
+        # Everything not in the middle of a create stops now; its stored state is complete.
+        for jid, held in list(self.held.items()):
+            if jid not in on_wire:
                 held.task.cancel()
-            await asyncio.gather(
-                *loops, *(h.task for h in self.held.values()), return_exceptions=True
-            )
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(store.worker_gone, self.id)
+        left = self.driver.wire_left
+        while on_wire.intersection(self.held) and loop.time() < until:
+            left.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(left.wait(), timeout=until - loop.time())
+        for held in list(self.held.values()):
+            held.task.cancel()
+        claims = [h.claim for h in self.held.values()]
+        await asyncio.gather(*(h.task for h in self.held.values()), return_exceptions=True)
+        for claim in claims:
+            if claim.owner and not claim.job.state.terminal:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.gw.store.hand_back, claim)
 
     async def _claim_loop(self, until_idle: bool) -> None:
         cfg = self.config
@@ -175,14 +213,43 @@ class Worker:
             return held.claim.job
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as e:
             # A bug must not take the worker down with it: the job's lease runs out and
-            # another claim retries it from its stored state (never resubmitting a create).
+            # another claim retries it from its stored state (never resubmitting a create) —
+            # a bounded number of times, then the job fails with the error kept.
             log.exception("driving %s failed", job_id)
+            with contextlib.suppress(Exception):
+                await self._poisoned(held.claim, e)
             return held.claim.job
         finally:
             self.held.pop(job_id, None)
             self._changed.set()
+
+    async def _poisoned(self, claim: Claim, exc: Exception) -> None:
+        store = self.gw.store
+        text = f"{type(exc).__name__}: {exc}"
+        n = await asyncio.to_thread(store.drive_failed, claim, text, self.config.max_drive_errors)
+        # Let the next claim try again soon, from the stored state.
+        await asyncio.to_thread(store.hand_back, claim)
+        if n < self.config.max_drive_errors:
+            return
+        fresh = await asyncio.to_thread(store.claim, self.id, job_id=claim.job.id, lease_s=30.0)
+        if not fresh:
+            return
+        c = fresh[0]
+        c.job.error = {
+            "code": "driver_error",
+            "message": f"driving this job failed {n} times; last error: {text}"[:2000],
+        }
+        # An attempt still open may bill: keep it pending (reserved) rather than forget it.
+        ledger = []
+        for a in c.job.attempts:
+            if a.state in (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.RUNNING):
+                ledger.append(self.driver._end_attempt(c.job, a.n - 1, AttemptState.AMBIGUOUS))
+        c.job.finished_at = datetime.now(UTC)
+        c.job.state = JobState.FAILED
+        c.job.cost_usd = sum(a.cost_usd or 0.0 for a in c.job.attempts)
+        await self.driver._save(c, ledger=ledger)
 
     async def _heartbeat_loop(self) -> None:
         store = self.gw.store
