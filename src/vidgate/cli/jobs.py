@@ -34,6 +34,7 @@ from vidgate.cli.common import (
     print_json,
     settings_from,
 )
+from vidgate.errors import VidgateError
 from vidgate.gateway import Gateway
 from vidgate.jobs.worker import Worker, WorkerConfig
 from vidgate.types import Job, JobState
@@ -173,6 +174,9 @@ def jobs(
     if as_json:
         print_json([job_json(j) for j in found])
         return
+    if st is JobState.NEEDS_RECONCILIATION:
+        _show_parked(found)
+        return
     table = Table(show_edge=False)
     for col in ("job", "state", "offering", "cost", "created", "attempts"):
         table.add_column(col, no_wrap=col == "job")
@@ -186,6 +190,29 @@ def jobs(
             str(len(j.attempts)),
         )
     console.print(table)
+
+
+def _show_parked(found: list[Job]) -> None:
+    """Why each parked job is parked and what to check (one block per job, fits 80 cols)."""
+    from vidgate.catalog.loader import load_catalog
+    from vidgate.jobs.reconcile import explain
+
+    catalog = load_catalog()
+    if not found:
+        console.print("no job needs reconciliation")
+    for j in found:
+        try:
+            p = explain(j, catalog)
+        except VidgateError as e:
+            console.print(f"[bold]{j.id}[/] ({j.tenant}): {e}")
+            continue
+        console.print(
+            f"[bold]{p.job_id}[/] tenant {p.tenant}, attempt {p.attempt} on {p.offering_id} "
+            f"({p.provider}), ${p.pending_usd:.2f} pending",
+            soft_wrap=False,
+        )
+        console.print(f"  why:   {p.reason}")
+        console.print(f"  check: {p.check}", highlight=False)
 
 
 def job(

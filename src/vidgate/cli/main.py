@@ -22,6 +22,7 @@ from vidgate.cli import generate as gen
 from vidgate.cli import jobs as jobs_cli
 from vidgate.cli import models as models_cli
 from vidgate.cli import plan as plan_cli
+from vidgate.cli import reconcile as reconcile_cli
 from vidgate.cli import service as service_cli
 from vidgate.cli.common import err_console, print_json, settings_from
 from vidgate.cli.output import LOG_FORMAT_ENV, configure_logging
@@ -72,6 +73,7 @@ app.command("jobs")(jobs_cli.jobs)
 app.command("job")(jobs_cli.job)
 app.command("wait")(jobs_cli.wait)
 app.command("cancel")(jobs_cli.cancel)
+app.command("reconcile")(reconcile_cli.reconcile)
 app.command("serve")(service_cli.serve)
 app.command("spend")(service_cli.spend)
 app.add_typer(service_cli.keys_app, name="keys")

@@ -22,6 +22,7 @@ from vidgate.jobs.callbacks import CallbackHandler
 from vidgate.jobs.worker import Worker, WorkerConfig
 from vidgate.server import dashboard as dashboard_api
 from vidgate.server import errors, native, videos
+from vidgate.server import reconcile as reconcile_api
 from vidgate.server.deps import ServerState
 from vidgate.server.observability import Metrics
 from vidgate.settings import Settings
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(videos.router)
     app.include_router(native.router)
     app.include_router(dashboard_api.router)
+    app.include_router(reconcile_api.router)
     app.mount("/static", dashboard_api.static_files(), name="static")
 
     @app.get("/healthz", include_in_schema=False)
