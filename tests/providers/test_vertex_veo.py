@@ -289,7 +289,9 @@ async def test_jwt_assertion_and_bearer_on_the_wire(http, tmp_path) -> None:
     form = {k: v[0] for k, v in parse_qs(traw.decode()).items()}
     assert form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
     public = _KEY.public_key()
-    claims = jwt.decode(form["assertion"], public, algorithms=["RS256"], audience=token_uri)
+    # google-auth's audience (Google's token endpoint), not the key file's token_uri
+    audience = "https://oauth2.googleapis.com/token"
+    claims = jwt.decode(form["assertion"], public, algorithms=["RS256"], audience=audience)
     assert claims["iss"] == "veo@proj-from-file.iam.gserviceaccount.com"
     assert claims["scope"] == SCOPE
     assert claims["exp"] - claims["iat"] == 3600

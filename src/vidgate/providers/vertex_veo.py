@@ -79,6 +79,8 @@ OUTPUT_ENV = "VIDGATE_VERTEX_OUTPUT_URI"
 DEFAULT_LOCATION = "us-central1"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: the audience of every service-account assertion (google-auth's _GOOGLE_OAUTH2_TOKEN_ENDPOINT)
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 #: where Vertex writes when no storageUri is given in sandbox mode (the emulator serves it)
 SANDBOX_PROJECT = "vidgate-sandbox"
 SANDBOX_OUTPUT = "gs://vidgate-sandbox/veo"
@@ -146,7 +148,9 @@ class TokenCache:
         claims = {
             "iss": sa.client_email,
             "scope": SCOPE,
-            "aud": sa.token_uri,
+            # Google's token endpoint, whatever token_uri the key names (google-auth does the
+            # same); the assertion is still POSTed to token_uri
+            "aud": GOOGLE_TOKEN_AUDIENCE,
             "iat": int(now),
             "exp": int(now) + 3600,
         }

@@ -11,7 +11,8 @@
   JSON API media download for those gs:// outputs (bearer token, GCS error shape);
 - ``POST /vertex-veo/token``: an OAuth2 token endpoint for the JWT-bearer grant, so a
   service-account key file whose ``token_uri`` points here is exercised end to end. It checks
-  the assertion's header and claims (RS256, iss, aud, scope, lifetime) but cannot check the
+  the assertion's header and claims (RS256, iss, scope, lifetime; ``aud`` is Google's token
+  endpoint, as google-auth signs it, never this URL) but cannot check the
   signature — Google verifies it against the key it registered, which a sandbox never sees.
   An assertion issued by ``invalid-key`` is refused with ``invalid_grant``.
 
@@ -60,6 +61,17 @@ MEDIA_KEYS = ("bytesBase64Encoded", "gcsUri")
 RESPONSE_TYPE = "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: The audiences Google's token endpoint takes. google-auth signs every service-account
+#: assertion for the first, whatever the key file's ``token_uri`` says (google-auth
+#: oauth2/service_account.py: ``"aud": _GOOGLE_OAUTH2_TOKEN_ENDPOINT``), so the emulator takes
+#: what Google takes, not its own URL. The two legacy endpoints are UNCONFIRMED as audiences.
+TOKEN_AUDIENCES = frozenset(
+    {
+        "https://oauth2.googleapis.com/token",
+        "https://www.googleapis.com/oauth2/v4/token",
+        "https://accounts.google.com/o/oauth2/token",
+    }
+)
 
 
 def _unauthenticated(reason: str) -> JSONResponse:
@@ -281,13 +293,12 @@ def router(core: SandboxCore) -> APIRouter:
         except jwt.PyJWTError:
             return refuse("Invalid JWT: malformed assertion.")
         now = time.time()
-        here = str(request.url).split("?")[0]
         if header.get("alg") != "RS256":
             return refuse("Invalid JWT: the assertion must be signed with RS256.")
         if not claims.get("iss") or claims.get("iss") == INVALID_CREDENTIAL:
             return refuse("Invalid JWT Signature.")
-        if claims.get("aud") != here:
-            return refuse(f"Invalid JWT: audience must be {here}.")
+        if claims.get("aud") not in TOKEN_AUDIENCES:
+            return refuse("Invalid JWT: audience must be https://oauth2.googleapis.com/token.")
         if SCOPE not in str(claims.get("scope", "")).split():
             return refuse("Invalid OAuth scope or ID token audience provided.")
         iat, exp = claims.get("iat"), claims.get("exp")
