@@ -32,6 +32,7 @@ from vidgate.providers.options import govern as govern_options
 from vidgate.routing.health import BreakerConfig, Health
 from vidgate.routing.ratelimit import RateLimits, credential_id
 from vidgate.routing.router import RoutePlan, Router, RouterEnv
+from vidgate.routing.shared_health import HealthSync, namespace_for
 from vidgate.routing.stats import LearnedStats
 from vidgate.settings import Credentials, Settings
 from vidgate.storage.assets import AssetStorage
@@ -51,6 +52,7 @@ class Gateway:
         self.credentials = credentials or Credentials(sandbox=self.settings.sandbox)
         self._sandbox: Any = None  # a SandboxServer when started in-process
         self._client: httpx.AsyncClient | None = None
+        self._health_sync: HealthSync | None = None  # breakers shared through Redis
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -148,15 +150,29 @@ class Gateway:
     @cached_property
     def health(self) -> Health:
         s = self.settings
-        return Health(
+        health = Health(
             BreakerConfig(
                 window=s.breaker_window,
                 min_calls=s.breaker_min_calls,
                 failure_ratio=s.breaker_failure_ratio,
                 open_s=s.breaker_open_s,
                 max_probes=s.breaker_max_probes,
-            )
+            ),
+            # a provider-wide outage shows across its offerings: trip on more evidence
+            BreakerConfig(
+                window=2 * s.breaker_window,
+                min_calls=max(8, s.breaker_min_calls),
+                failure_ratio=s.breaker_failure_ratio,
+                open_s=s.breaker_open_s,
+                max_probes=s.breaker_max_probes,
+            ),
         )
+        if s.redis_url:
+            # every process sharing this job store shares breaker transitions (pub/sub)
+            self._health_sync = HealthSync(
+                health, s.redis_url, namespace_for(s.resolved_database_url())
+            )
+        return health
 
     @cached_property
     def ratelimits(self) -> RateLimits:
@@ -415,6 +431,9 @@ class Gateway:
             self._client = None
 
     def close(self) -> None:
+        if self._health_sync is not None:
+            self._health_sync.close()
+            self._health_sync = None
         if self._sandbox is not None:
             self._sandbox.stop()
             self._sandbox = None

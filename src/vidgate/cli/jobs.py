@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from typing import Annotated, Any
 
@@ -106,6 +105,7 @@ def submit(
 
 
 def worker(
+    ctx: typer.Context,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, help="Jobs held at once.")
     ] = 1000,
@@ -125,9 +125,15 @@ def worker(
         ),
     ] = 30.0,
     sandbox: SandboxOpt = False,
+    processes: Annotated[
+        int, typer.Option("--processes", min=1, help="Worker processes to run and supervise.")
+    ] = 1,
 ) -> None:
     """Claim and run jobs until interrupted; resumes every in-flight job after a restart."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if processes > 1:
+        from vidgate.cli.service import supervise_workers
+
+        raise typer.Exit(supervise_workers(ctx, processes, sandbox))
     gw = Gateway(settings_from(sandbox))
     config = WorkerConfig(
         concurrency=concurrency, per_provider=per_provider, lease_s=lease, grace_s=grace

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+import os
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from vidgate.cli.common import JsonOpt, SandboxOpt, console, err_console, print_json, settings_from
+from vidgate.cli.output import print_table
+from vidgate.errors import ConfigError
 from vidgate.gateway import Gateway
+from vidgate.settings import Settings
+
+if TYPE_CHECKING:
+    from vidgate.supervise import ChildSpec
 
 keys_app = typer.Typer(
     help="API keys: one per app or team, each tied to a tenant.", no_args_is_help=True
@@ -18,35 +26,222 @@ keys_app = typer.Typer(
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
-    no_worker: Annotated[
-        bool, typer.Option("--no-worker", help="Only serve the API; run workers apart.")
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=0, help="Worker processes to run (0: run workers apart)."),
+    ] = 1,
+    api_processes: Annotated[
+        int, typer.Option("--api-processes", min=1, help="API processes sharing the port.")
+    ] = 1,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process",
+            help="One process: the API and one worker share it (small set-ups, tests).",
+        ),
     ] = False,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Only serve the API (same as --workers 0).")
+    ] = False,
+    grace: Annotated[
+        float,
+        typer.Option("--grace", min=0, help="Seconds processes get to stop after Ctrl-C."),
+    ] = 30.0,
+    fd: Annotated[int | None, typer.Option("--fd", hidden=True)] = None,
     sandbox: SandboxOpt = False,
-    json_logs: Annotated[
-        bool, typer.Option("--json-logs/--plain-logs", help="One JSON object per log line.")
-    ] = True,
 ) -> None:
-    """Run the HTTP service (OpenAI-compatible /v1/videos, /v1/jobs, /metrics, dashboard)."""
+    """Run the HTTP service (OpenAI-compatible /v1/videos, /v1/jobs, /metrics, dashboard).
+
+    By default the API and its workers run as separate processes under one supervisor: one
+    command, one Ctrl-C, a dead process restarted (and /readyz failing while a worker is
+    down). The worker's polling then never takes CPU from the API's requests."""
+    settings = settings_from(sandbox)
+    if no_worker:
+        workers = 0
+    if fd is not None:
+        # A supervised API process: serve on the socket the supervisor opened and shares.
+        _run_api(settings, fd=fd, run_worker=False)
+        return
+    if in_process:
+        err_console.print(_banner(host, port, settings, "one process (API and worker)"))
+        _run_api(settings, host=host, port=port, run_worker=workers > 0)
+        return
+
+    import socket
+
+    from vidgate.supervise import ChildSpec, vidgate_argv
+
+    env, specs = _prepare(settings)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    fileno = sock.fileno()
+    specs += [
+        ChildSpec(
+            f"api-{i + 1}",
+            vidgate_argv("serve", "--fd", str(fileno)),
+            env,
+            role="api",
+            pass_fds=(fileno,),
+        )
+        for i in range(api_processes)
+    ]
+    specs += [ChildSpec(f"worker-{i + 1}", vidgate_argv("worker"), env) for i in range(workers)]
+    err_console.print(
+        _banner(
+            host,
+            port,
+            settings,
+            f"{api_processes} API process(es), {workers} worker process(es)",
+        )
+    )
+    try:
+        code = _supervise(settings, specs, grace)
+    finally:
+        sock.close()
+    raise typer.Exit(code)
+
+
+def _banner(host: str, port: int, settings: Settings, how: str) -> str:
+    return f"vidgate on http://{host}:{port} (dashboard at /, API docs at /docs) — {how}" + (
+        " — sandbox mode" if settings.sandbox else ""
+    )
+
+
+def _run_api(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    fd: int | None = None,
+    run_worker: bool,
+) -> None:
     import uvicorn
 
     from vidgate.server.app import create_app
-    from vidgate.server.observability import configure_json_logs
 
-    if json_logs:
-        configure_json_logs()
+    app = create_app(settings, run_worker=run_worker)
+    # log_config=None: uvicorn keeps the logging the CLI set up (plain, or JSON on request);
+    # no access log: a line per request costs CPU that belongs to requests.
+    if fd is not None:
+        uvicorn.run(app, fd=fd, log_config=None, access_log=False)
+    else:
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+
+def _prepare(settings: Settings) -> tuple[dict[str, str], list[ChildSpec]]:
+    """What every supervised child shares: the database migrated once (two processes
+    migrating at once would race), and in sandbox mode one sandbox process that all of
+    them talk to (each starting its own would pin jobs to different emulators)."""
+    from vidgate.supervise import ChildSpec, vidgate_argv
+
+    gw = Gateway(settings)
+    try:
+        gw.store  # noqa: B018 - runs the migrations
+    finally:
+        gw.close()
+    env: dict[str, str] = {}
+    specs: list[ChildSpec] = []
+    if settings.sandbox:
+        env["VIDGATE_SANDBOX"] = "1"
+        if not settings.sandbox_url:
+            port = _sandbox_port(settings)
+            url = f"http://127.0.0.1:{port}"
+            env["VIDGATE_SANDBOX_URL"] = url
+            specs.append(
+                ChildSpec(
+                    "sandbox",
+                    vidgate_argv("sandbox", "serve", "--port", str(port)),
+                    role="sandbox",
+                    ready=lambda: _answers(f"{url}/healthz"),
+                )
+            )
+    return env, specs
+
+
+def _sandbox_port(settings: Settings) -> int:
+    """The port the sandbox had last time when it is free (jobs pin their provider's URL, so
+    a restarted service must find the sandbox where it left it), else any free port."""
+    import socket
+
+    port_file = settings.sandbox_home() / "port"
+    candidates = []
+    with contextlib.suppress(OSError, ValueError):
+        candidates.append(int(port_file.read_text().strip()))
+    candidates.append(0)
+    for want in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", want))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        port_file.write_text(str(port))
+        return port
+    raise ConfigError("no free port for the sandbox")
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _supervise(settings: Settings, specs: list[ChildSpec], grace: float) -> int:
+    from vidgate.supervise import Supervisor
+
+    state = settings.resolved_home() / f"supervisor-{os.getpid()}.json"
+    try:
+        return Supervisor(specs, grace_s=grace, state_file=state).run()
+    finally:
+        state.unlink(missing_ok=True)
+
+
+def supervise_workers(ctx: typer.Context, processes: int, sandbox: bool) -> int:
+    """``vidgate worker --processes N``: N copies of this very command (same options, minus
+    ``--processes``) under one supervisor, sharing the queue through the job store."""
+    from vidgate.supervise import ChildSpec, vidgate_argv
+
     settings = settings_from(sandbox)
-    app = create_app(settings, run_worker=not no_worker)
-    err_console.print(
-        f"vidgate on http://{host}:{port} (dashboard at /, API docs at /docs)"
-        + (" — sandbox mode" if settings.sandbox else "")
-    )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
-        access_log=False,
-    )
+    env, specs = _prepare(settings)
+    args = child_args(ctx, drop={"processes", "sandbox"})
+    specs += [
+        ChildSpec(f"worker-{i + 1}", vidgate_argv("worker", *args), env) for i in range(processes)
+    ]
+    err_console.print(f"supervising {processes} worker processes")
+    return _supervise(settings, specs, grace=float(ctx.params.get("grace") or 30.0) + 5.0)
+
+
+def child_args(ctx: typer.Context, drop: set[str]) -> list[str]:
+    """The options ``ctx``'s command was given, as argv again (so a supervised copy gets
+    every option, including ones added to the command later)."""
+    out: list[str] = []
+    for p in ctx.command.params:
+        opts = getattr(p, "opts", None)
+        if not opts or p.name in drop or p.name is None:
+            continue
+        value = ctx.params.get(p.name)
+        if value is None:
+            continue
+        if getattr(p, "is_flag", False):
+            secondary = getattr(p, "secondary_opts", [])
+            if value:
+                out.append(opts[0])
+            elif secondary:
+                out.append(secondary[0])
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            out += [opts[0], str(v)]
+    return out
 
 
 @keys_app.command("create")
@@ -64,6 +259,10 @@ def keys_create(
     markup: Annotated[
         float | None, typer.Option("--markup", min=0, help="Resellers: charge per USD of cost.")
     ] = None,
+    admin: Annotated[
+        bool,
+        typer.Option("--admin", help="This key sees every tenant's jobs and spend (dashboard)."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key and print it once (it is stored hashed and cannot be shown again)."""
@@ -72,14 +271,23 @@ def keys_create(
         gw.accounts.ensure_tenant(
             tenant, budget_usd=budget, markup=markup, max_concurrent_jobs=max_jobs
         )
-        kid, raw = gw.accounts.create_key(tenant, rpm=rpm)
+        kid, raw = gw.accounts.create_key(tenant, rpm=rpm, admin=admin)
     finally:
         gw.close()
     if as_json:
-        print_json({"id": kid, "tenant": tenant, "key": raw, "rpm": rpm, "budget_usd": budget})
+        print_json(
+            {
+                "id": kid,
+                "tenant": tenant,
+                "key": raw,
+                "rpm": rpm,
+                "budget_usd": budget,
+                "admin": admin,
+            }
+        )
         return
     console.print(
-        f"key {kid} for tenant {tenant}:\n[bold]{raw}[/]\n"
+        f"{'admin ' if admin else ''}key {kid} for tenant {tenant}:\n[bold]{raw}[/]\n"
         "[dim]store it now: it is not shown again[/]"
     )
 
@@ -99,7 +307,7 @@ def keys_list(
         print_json(rows)
         return
     table = Table(show_edge=False)
-    for col in ("id", "tenant", "prefix", "rpm", "revoked", "created"):
+    for col in ("id", "tenant", "prefix", "rpm", "admin", "revoked", "created"):
         table.add_column(col)
     for r in rows:
         table.add_row(
@@ -107,10 +315,11 @@ def keys_list(
             r["tenant"],
             r["prefix"] + "…",
             str(r["rpm"] or "—"),
+            "yes" if r["admin"] else "no",
             "yes" if r["revoked"] else "no",
             str(r["created_at"])[:19],
         )
-    console.print(table)
+    print_table(console, table)
 
 
 @keys_app.command("revoke")
@@ -153,4 +362,4 @@ def spend(
                 budget,
                 f"${r['reserved_usd']:.2f}",
             )
-    console.print(table)
+    print_table(console, table)

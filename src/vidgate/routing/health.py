@@ -7,8 +7,12 @@ Retry-After). Then it is **half-open**: at most ``max_probes`` calls go through 
 ``probes_to_close`` succeed it closes, and any failure re-opens it with the open time doubled
 (up to ``max_open_s``). The clock is injected so every transition is tested without sleeping.
 
-Breakers live in the process that routes. Several gateway processes each learn on their own;
-that errs towards trying a provider once more per process, which is the cheap side to err on.
+Breakers live in the process that routes, and every routing decision reads them from local
+memory. Without Redis, several gateway processes each learn on their own: each one sends a
+provider a few more failing calls before its own breaker opens. With ``VIDGATE_REDIS_URL``
+set, :class:`HealthSync` (in ``routing/shared_health.py``) shares the transitions: a breaker
+that opens or closes in one process is published, and every other process applies it to its
+local breaker within milliseconds (pub/sub), so the hot path never waits on Redis.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class CircuitBreaker:
     _probes_in_flight: int = 0
     _probe_successes: int = 0
     _reason: str = ""
+    #: told of every transition this breaker makes on its own evidence (not of ones applied
+    #: from another process), with the seconds it stays open (0 when it closed)
+    listener: Callable[[BreakerState, float, str], None] | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -85,7 +92,7 @@ class CircuitBreaker:
             self._probes_in_flight = max(0, self._probes_in_flight - 1)
             self._probe_successes += 1
             if self._probe_successes >= self.config.probes_to_close:
-                self._close()
+                self._close(notify=True)
             return
         self._push(True)
 
@@ -111,6 +118,22 @@ class CircuitBreaker:
         ):
             self._open(cfg.open_s, None, reason or f"{failures}/{len(self._outcomes)} failed")
 
+    def force_open(self, seconds: float, reason: str) -> None:
+        """Open for ``seconds`` because another process saw the failures (no notification)."""
+        until = self.clock() + seconds
+        if self._state is BreakerState.OPEN and self._open_until >= until:
+            return
+        self._open_for = max(self._open_for, min(seconds, self.config.max_open_s))
+        self._open_until = until
+        self._state = BreakerState.OPEN
+        self._reason = reason
+        self._outcomes.clear()
+
+    def force_close(self) -> None:
+        """Close because another process's probes succeeded (no notification)."""
+        if self._state is not BreakerState.CLOSED:
+            self._close()
+
     def describe(self) -> str:
         s = self.state
         if s is BreakerState.OPEN:
@@ -130,13 +153,17 @@ class CircuitBreaker:
         self._state = BreakerState.OPEN
         self._reason = reason
         self._outcomes.clear()
+        if self.listener is not None:
+            self.listener(BreakerState.OPEN, self._open_until - self.clock(), reason)
 
-    def _close(self) -> None:
+    def _close(self, *, notify: bool = False) -> None:
         self._state = BreakerState.CLOSED
         self._outcomes.clear()
         self._open_for = 0.0
         self._probes_in_flight = 0
         self._probe_successes = 0
+        if notify and self.listener is not None:
+            self.listener(BreakerState.CLOSED, 0.0, "")
 
 
 class Health:
@@ -155,6 +182,9 @@ class Health:
         self._offerings: dict[str, CircuitBreaker] = {}
         self._providers: dict[str, CircuitBreaker] = {}
         self._lock = threading.Lock()
+        #: called (under the lock: it must not block) with (kind, key, state, open_s, reason)
+        #: when a breaker changes state on this process's own evidence
+        self.on_transition: Callable[[str, str, BreakerState, float, str], None] | None = None
 
     def _get(
         self, table: dict[str, CircuitBreaker], key: str, cfg: BreakerConfig
@@ -162,7 +192,27 @@ class Health:
         b = table.get(key)
         if b is None:
             b = table[key] = CircuitBreaker(config=cfg, clock=self.clock)
+            kind = "provider" if table is self._providers else "offering"
+
+            def listener(state: BreakerState, open_s: float, reason: str) -> None:
+                if self.on_transition is not None:
+                    self.on_transition(kind, key, state, open_s, reason)
+
+            b.listener = listener
         return b
+
+    def apply(self, kind: str, key: str, state: BreakerState, open_s: float, reason: str) -> None:
+        """Apply a transition another process published (see ``shared_health``)."""
+        with self._lock:
+            if kind == "provider":
+                b = self._get(self._providers, key, self.provider_config)
+            else:
+                b = self._get(self._offerings, key, self.offering_config)
+            if state is BreakerState.OPEN:
+                if open_s > 0:
+                    b.force_open(open_s, reason)
+            else:
+                b.force_close()
 
     def offering(self, offering_id: str) -> CircuitBreaker:
         with self._lock:

@@ -26,6 +26,7 @@ from vidgate.server import reconcile as reconcile_api
 from vidgate.server.deps import ServerState
 from vidgate.server.observability import Metrics
 from vidgate.settings import Settings
+from vidgate.supervise import workers_ready
 
 log = logging.getLogger("vidgate.server")
 
@@ -118,6 +119,10 @@ def create_app(
             offerings = len(gw.catalog.offerings)
         except Exception as e:
             return JSONResponse({"ready": False, "error": type(e).__name__}, status_code=503)
+        # Under `vidgate serve`'s supervisor: not ready while a worker process is down.
+        up, why = workers_ready()
+        if not up:
+            return JSONResponse({"ready": False, "error": why}, status_code=503)
         return JSONResponse(
             {
                 "ready": True,
