@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from datetime import UTC, datetime
 from functools import cached_property
@@ -250,8 +251,12 @@ class Gateway:
         if not path.exists():
             from vidgate.jobs.webhooks import new_secret
 
-            path.write_text(new_secret())
-            path.chmod(0o600)
+            # created 0600 in one step: a write-then-chmod leaves the secret readable by
+            # anyone for a moment; O_EXCL keeps a concurrent first start from clobbering it
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(new_secret())
         return path.read_text().strip()
 
     # -- operations ------------------------------------------------------------------------

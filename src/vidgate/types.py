@@ -8,6 +8,7 @@ name the field and the values that would work, because they are shown to users v
 from __future__ import annotations
 
 import re
+import typing
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -17,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -28,6 +30,25 @@ MAX_METADATA_KEYS = 32
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    args = typing.get_args(annotation)
+    return set().union(*map(_leaf_types, args)) if args else {annotation}
+
+
+class _Input(_Strict):
+    """A model users fill in: a boolean is never taken as a number (pydantic's lax mode
+    reads ``true`` as 1, so ``duration_s: true`` was a one-second clip)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, bool) and info.field_name in cls.model_fields:
+            leaves = _leaf_types(cls.model_fields[info.field_name].annotation)
+            if bool not in leaves and leaves & {int, float}:
+                raise ValueError(f"a number is expected, not {str(v).lower()}")
+        return v
 
 
 # --- enums -------------------------------------------------------------------------------
@@ -183,7 +204,7 @@ class Reference(_Strict):
         return self
 
 
-class Constraints(_Strict):
+class Constraints(_Input):
     max_cost_usd: Annotated[float | None, Field(gt=0, le=10_000)] = None
     max_latency_s: Annotated[float | None, Field(gt=0, le=86_400)] = None
     #: which latency percentile must fit under ``max_latency_s``
@@ -207,7 +228,7 @@ class Constraints(_Strict):
         return [j.strip().upper() for j in v] if v is not None else None
 
 
-class PolicyWeights(_Strict):
+class PolicyWeights(_Input):
     """Weights of the balanced policy's utility (normalised quality, cost and latency)."""
 
     quality: Annotated[float, Field(ge=0, le=1)] = 0.4
@@ -221,7 +242,7 @@ class PolicyWeights(_Strict):
         return self
 
 
-class VideoRequest(_Strict):
+class VideoRequest(_Input):
     """What the user wants. Provider-neutral; the router maps it onto offerings."""
 
     prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]

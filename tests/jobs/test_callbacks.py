@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import httpx
@@ -17,8 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 
 from tests.jobs.conftest import make_job
-from vidgate.errors import AuthFailed, InvalidRequest
-from vidgate.jobs.callbacks import CallbackHandler
+from vidgate.errors import InvalidRequest, ProviderUnavailable
+from vidgate.jobs.callbacks import CallbackForbidden, CallbackHandler, CallbackUnauthorized
 from vidgate.jobs.store import JobStore
 from vidgate.jobs.webhooks import new_secret, sign
 from vidgate.sandbox.app import LoopbackServer
@@ -70,6 +72,25 @@ def running_job(store: JobStore, protocol: str, remote_id: str) -> str:
     return job.id
 
 
+async def refused(caplog: pytest.LogCaptureFixture, call: Awaitable[object]) -> str:
+    """Await a callback that must be refused: 401, one fixed sentence whatever failed (no
+    hint for a forger); returns the reason, which only our log holds."""
+    caplog.clear()
+    with (
+        caplog.at_level(logging.INFO, logger="vidgate.callbacks"),
+        pytest.raises(CallbackUnauthorized) as refused,
+    ):
+        await call
+    assert refused.value.http_status == 401
+    assert re.fullmatch(
+        r"this ([a-z-]+) callback is not signed as \1 signs its callbacks", (refused.value.message)
+    )
+    [record] = [r for r in caplog.records if r.getMessage() == "callback refused"]
+    reason: str = record.reason  # type: ignore[attr-defined]
+    assert reason not in refused.value.message
+    return reason
+
+
 def fal_headers(
     key: Ed25519PrivateKey, body: bytes, rid: str = "r1", uid: str = "u1", ts: int | None = None
 ) -> dict[str, str]:
@@ -83,7 +104,9 @@ def fal_headers(
     }
 
 
-async def test_fal_signed_callback_hints_the_job(tmp_path: Path, fal_key) -> None:
+async def test_fal_signed_callback_hints_the_job(
+    tmp_path: Path, fal_key: tuple[Ed25519PrivateKey, str], caplog: pytest.LogCaptureFixture
+) -> None:
     key, jwks_url = fal_key
     store = JobStore(f"sqlite:///{tmp_path / 'j.db'}")
     job_id = running_job(store, "fal-queue", "req-123")
@@ -97,16 +120,19 @@ async def test_fal_signed_callback_hints_the_job(tmp_path: Path, fal_key) -> Non
         assert result.hinted
         # the callback said "OK" but the job's state is untouched: a poll decides
         assert store.get(job_id).state is JobState.RUNNING
-        with pytest.raises(AuthFailed, match="does not verify"):
-            await h.handle("fal-queue", fal_headers(Ed25519PrivateKey.generate(), body), body)
-        with pytest.raises(AuthFailed, match="300 s"):
-            await h.handle("fal-queue", fal_headers(key, body, ts=int(time.time()) - 1000), body)
-        with pytest.raises(AuthFailed, match="does not verify"):
-            await h.handle("fal-queue", fal_headers(key, body), body + b" ")
+        forged = fal_headers(Ed25519PrivateKey.generate(), body)
+        assert "does not verify" in await refused(caplog, h.handle("fal-queue", forged, body))
+        stale = fal_headers(key, body, ts=int(time.time()) - 1000)
+        assert "300 s" in await refused(caplog, h.handle("fal-queue", stale, body))
+        tampered = h.handle("fal-queue", fal_headers(key, body), body + b" ")
+        assert "does not verify" in await refused(caplog, tampered)
+        assert "missing" in await refused(caplog, h.handle("fal-queue", {}, body))
     store.close()
 
 
-async def test_replicate_standard_webhooks_callback(tmp_path: Path) -> None:
+async def test_replicate_standard_webhooks_callback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = JobStore(f"sqlite:///{tmp_path / 'j.db'}")
     job_id = running_job(store, "replicate", "pred-9")
     secret = new_secret()
@@ -122,27 +148,65 @@ async def test_replicate_standard_webhooks_callback(tmp_path: Path) -> None:
             store, client, token_secret="s", env={"REPLICATE_WEBHOOK_SECRET": secret}
         )
         assert (await h.handle("replicate", headers, body)).job_id == job_id
-        with pytest.raises(AuthFailed):
-            await h.handle("replicate", {**headers, "webhook-signature": "v1,AAAA"}, body)
+        bad = {**headers, "webhook-signature": "v1,AAAA"}
+        assert "does not verify" in await refused(caplog, h.handle("replicate", bad, body))
     store.close()
 
 
-async def test_unsigned_providers_need_the_url_token(tmp_path: Path) -> None:
+async def test_unsigned_providers_need_the_url_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = JobStore(f"sqlite:///{tmp_path / 'j.db'}")
     job_id = running_job(store, "kling", "task-7")
     body = json.dumps({"task_id": "task-7", "task_status": "succeed"}).encode()
     async with httpx.AsyncClient() as client:
         h = CallbackHandler(store, client, token_secret="secret-1", env={})
-        with pytest.raises(AuthFailed, match="token"):
-            await h.handle("kling", {}, body, token="guess")
+        assert "token" in await refused(caplog, h.handle("kling", {}, body, token="guess"))
+        assert "token" in await refused(caplog, h.handle("kling", {}, body, token="é" * 40))
         result = await h.handle("kling", {}, body, token=h.token("kling"))
         assert result.job_id == job_id
         # a protocol without callbacks, and a signed one without its secret, are refused
         with pytest.raises(InvalidRequest, match="no callbacks for 'runway'"):
             await h.handle("runway", {}, body, token=h.token("runway"))
-        with pytest.raises(AuthFailed, match="set REPLICATE_WEBHOOK_SECRET"):
-            await h.handle("replicate", {}, body)
+        unset = h.handle("replicate", {}, body)
+        assert "set REPLICATE_WEBHOOK_SECRET" in await refused(caplog, unset)
         # a callback for a job we do not know is accepted and ignored
         other = json.dumps({"task_id": "nope"}).encode()
         assert (await h.handle("kling", {}, other, token=h.token("kling"))).job_id is None
+    store.close()
+
+
+async def test_a_signed_callback_about_another_providers_job_is_403(tmp_path: Path) -> None:
+    """A valid kling token naming a job luma runs: refused 403 (and the job is not hinted);
+    the same id from luma itself is a hint."""
+    store = JobStore(f"sqlite:///{tmp_path / 'j.db'}")
+    job_id = running_job(store, "luma", "shared-1")
+    async with httpx.AsyncClient() as client:
+        h = CallbackHandler(store, client, token_secret="secret-1", env={})
+        kling = json.dumps({"task_id": "shared-1"}).encode()
+        with pytest.raises(CallbackForbidden) as forbidden:
+            await h.handle("kling", {}, kling, token=h.token("kling"))
+        assert forbidden.value.http_status == 403
+        assert "shared-1" not in forbidden.value.message
+        luma = json.dumps({"id": "shared-1", "state": "completed"}).encode()
+        result = await h.handle("luma", {}, luma, token=h.token("luma"))
+        assert (result.job_id, result.hinted) == (job_id, True)
+    store.close()
+
+
+async def test_a_key_server_outage_is_503_not_401(tmp_path: Path) -> None:
+    """The provider's JWKS unreachable is an upstream outage (retry later), not a forgery."""
+    store = JobStore(f"sqlite:///{tmp_path / 'j.db'}")
+    body = b'{"request_id": "r"}'
+    async with httpx.AsyncClient() as client:
+        h = CallbackHandler(
+            store,
+            client,
+            token_secret="s",
+            env={},
+            jwks_urls={"fal-queue": "http://127.0.0.1:9/.well-known/jwks.json"},
+        )
+        with pytest.raises(ProviderUnavailable) as down:
+            await h.handle("fal-queue", fal_headers(Ed25519PrivateKey.generate(), body), body)
+        assert down.value.http_status == 503
     store.close()

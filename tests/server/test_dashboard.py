@@ -182,8 +182,11 @@ def _wait_all(server: Server, tenant: Tenant, ids: list[str]) -> list[dict[str, 
 def test_summary_is_scoped_to_the_tenant_and_admin_sees_all(make_server: ServerFactory) -> None:
     srv = make_server()
     a, b = srv.tenant("a"), srv.tenant("b")
-    kid, raw = srv.gateway.accounts.create_key("admin")
-    admin = Tenant("admin", raw, kid)
+    # admin is the key's explicit property: the tenant's name means nothing
+    kid, raw = srv.gateway.accounts.create_key("ops", admin=True)
+    admin = Tenant("ops", raw, kid)
+    kid2, raw2 = srv.gateway.accounts.create_key("admin")
+    named_admin = Tenant("admin", raw2, kid2)
 
     ja = _wait_all(srv, a, [submit_job(srv, a)["id"], submit_job(srv, a)["id"]])
     jb = _wait_all(srv, b, [submit_job(srv, b, policy="fastest")["id"]])
@@ -208,6 +211,11 @@ def test_summary_is_scoped_to_the_tenant_and_admin_sees_all(make_server: ServerF
     assert sb["offerings"] == []  # the page asks for the list once, then polls without it
     assert sb["jobs"]["total"] == 1
     assert sb["cost"]["total_usd"] == pytest.approx(jb[0]["cost_usd"])
+
+    impostor = _summary(srv, named_admin)  # a tenant called "admin" is just a tenant
+    assert impostor["admin"] is False
+    assert impostor["jobs"]["total"] == 0
+    assert [t["tenant"] for t in impostor["cost"]["by_tenant"]] == ["admin"]
 
     sadm = _summary(srv, admin)
     assert sadm["admin"] is True

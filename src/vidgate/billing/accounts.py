@@ -42,6 +42,8 @@ class KeyInfo:
     id: str
     tenant: str
     rpm: int | None
+    #: sees every tenant (dashboard): a property of the key, never of the tenant's name
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,9 @@ class Accounts:
 
     # -- keys ------------------------------------------------------------------------------
 
-    def create_key(self, tenant: str, *, rpm: int | None = None) -> tuple[str, str]:
+    def create_key(
+        self, tenant: str, *, rpm: int | None = None, admin: bool = False
+    ) -> tuple[str, str]:
         """Create a key; returns (key id, the raw key — shown once, never stored)."""
         self.ensure_tenant(tenant)
         raw = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -210,6 +214,7 @@ class Accounts:
                     rpm=rpm,
                     revoked=False,
                     created_at=_now(),
+                    admin=admin,
                 )
             )
         return kid, raw
@@ -218,11 +223,11 @@ class Accounts:
         k = db.api_keys
         with self.engine.begin() as conn:
             row = conn.execute(
-                select(k.c.id, k.c.tenant, k.c.rpm).where(
+                select(k.c.id, k.c.tenant, k.c.rpm, k.c.admin).where(
                     k.c.key_hash == hash_key(raw), k.c.revoked.is_(False)
                 )
             ).first()
-        return KeyInfo(row.id, row.tenant, row.rpm) if row else None
+        return KeyInfo(row.id, row.tenant, row.rpm, bool(row.admin)) if row else None
 
     def revoke_key(self, key_id: str) -> None:
         with self.engine.begin() as conn:
@@ -230,7 +235,7 @@ class Accounts:
 
     def keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
         k = db.api_keys
-        q = select(k.c.id, k.c.tenant, k.c.prefix, k.c.rpm, k.c.revoked, k.c.created_at)
+        q = select(k.c.id, k.c.tenant, k.c.prefix, k.c.rpm, k.c.admin, k.c.revoked, k.c.created_at)
         if tenant is not None:
             q = q.where(k.c.tenant == tenant)
         with self.engine.begin() as conn:

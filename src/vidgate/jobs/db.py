@@ -6,6 +6,8 @@ The tables are declared once here (SQLAlchemy Core); Alembic migrations in
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from sqlalchemy import (
@@ -22,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
 )
 from sqlalchemy.engine import Engine
 
@@ -148,6 +151,8 @@ api_keys = Table(
     Column("rpm", Integer),
     Column("revoked", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    #: sees every tenant on the dashboard; granted explicitly (`vidgate keys create --admin`)
+    Column("admin", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 #: responses of POSTs made with an Idempotency-Key, replayed on repeats
@@ -169,6 +174,12 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # The database holds key hashes, webhook secrets and every tenant's jobs: create
+            # it readable by its owner only (SQLite gives its -wal and -shm files the
+            # database file's mode), before SQLite would create it under the umask.
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(path.split("?", 1)[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                os.close(fd)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")

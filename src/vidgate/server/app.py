@@ -24,14 +24,12 @@ from vidgate.server import dashboard as dashboard_api
 from vidgate.server import errors, native, videos
 from vidgate.server import reconcile as reconcile_api
 from vidgate.server.deps import ServerState
+from vidgate.server.guards import MAX_REQUEST_BYTES, Gate
 from vidgate.server.observability import Metrics
 from vidgate.settings import Settings
 from vidgate.supervise import workers_ready
 
 log = logging.getLogger("vidgate.server")
-
-#: requests larger than this are refused before they are read (multipart images included)
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 def create_app(
@@ -76,16 +74,14 @@ def create_app(
     )
     app.state.vidgate = ServerState(gateway=gw, metrics=metrics, auth_cache={})
     errors.install(app)
+    # inside the metrics middleware below (so refusals are counted), outside every route:
+    # the key is checked, then the body's size and shape, before a route reads anything
+    app.add_middleware(Gate, max_bytes=MAX_REQUEST_BYTES)
 
     @app.middleware("http")
     async def guard(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_REQUEST_BYTES):
-            return errors.render(
-                request, 413, "body_too_large", f"requests are limited to {MAX_REQUEST_BYTES} bytes"
-            )
         started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")

@@ -1,9 +1,11 @@
 """The dashboard's one aggregate call: job counts, spend, provider health and the offerings
 the submit form offers, in a single request per refresh.
 
-A key sees its own tenant only; a key of the ``admin`` tenant sees every tenant (jobs, cost
-by offering and by tenant). Provider health is the gateway's, not a tenant's, so every key
-sees it: it says which routes are usable, nothing about anyone's traffic."""
+A key sees its own tenant only; a key created admin (``vidgate keys create --admin``) sees
+every tenant (jobs, cost by offering and by tenant). Admin is a property of the key, stored
+with it, never inferred from a tenant's name (a tenant called "admin" is just a tenant).
+Provider health is the gateway's, not a tenant's, so every key sees it: it says which routes
+are usable, nothing about anyone's traffic."""
 
 from __future__ import annotations
 
@@ -22,9 +24,6 @@ from vidgate.types import JobState, QualityTier, Resolution, parse_aspect
 
 router = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
 
-#: the tenant whose keys see every tenant on the dashboard
-ADMIN_TENANT = "admin"
-
 
 @router.get("/summary")
 def summary(
@@ -35,7 +34,7 @@ def summary(
     """One refresh of the dashboard. ``offerings=false`` leaves out the catalog's offering
     list (the page asks for it once, then polls without it)."""
     gw = gateway(request)
-    admin = key.tenant == ADMIN_TENANT
+    admin = key.admin
     scope = None if admin else key.tenant
 
     counts = gw.store.counts(scope)

@@ -7,7 +7,6 @@ import asyncio
 import difflib
 import hashlib
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,12 +19,13 @@ from vidgate.billing.accounts import KeyInfo
 from vidgate.errors import InvalidRequest, VidgateError
 from vidgate.gateway import Gateway
 from vidgate.net.ssrf import BlockedAddress, resolve_checked
+from vidgate.server import images
 from vidgate.server.errors import ApiError, media_type, render_exception
+from vidgate.server.guards import SCOPE_KEY
 from vidgate.server.observability import Metrics
-from vidgate.types import Reference
+from vidgate.types import Reference, ReferenceKind
 
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
-_AUTH_TTL_S = 30.0
 
 
 @dataclass
@@ -33,7 +33,7 @@ class ServerState:
     gateway: Gateway
     metrics: Metrics
     #: raw key -> (KeyInfo or None, cached at): saves a query per request; a revoked key is
-    #: refused within the TTL
+    #: refused within the TTL (filled by ``guards.authenticate``)
     auth_cache: dict[str, tuple[KeyInfo | None, float]]
     #: per-tenant locks making "check the tenant's job cap, then store the job" one step
     admission: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -48,35 +48,12 @@ def gateway(request: Request) -> Gateway:
 
 
 def caller(request: Request) -> KeyInfo:
-    """The API key's tenant; 401 without a valid key, 429 past the key's rate."""
-    st = state(request)
-    header = request.headers.get("authorization", "")
-    raw = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    if not raw:
-        raise ApiError(
-            401,
-            "missing_api_key",
-            "send your vidgate key as 'Authorization: Bearer vg_...' "
-            "(create one with `vidgate keys create --tenant NAME`)",
-        )
-    now = time.monotonic()
-    cached = st.auth_cache.get(raw)
-    if cached is None or now - cached[1] > _AUTH_TTL_S:
-        info = st.gateway.accounts.authenticate(raw)
-        if len(st.auth_cache) > 10_000:
-            st.auth_cache.clear()
-        st.auth_cache[raw] = (info, now)
-    else:
-        info = cached[0]
-    if info is None:
-        raise ApiError(401, "invalid_api_key", "the API key is not valid (or was revoked)")
-    if info.rpm and not st.gateway.key_limiter().take(info.id, info.rpm):
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"this key is limited to {info.rpm} requests/minute",
-            headers={"Retry-After": "60"},
-        )
+    """The API key's tenant, as the gate authenticated it before the body was read (401
+    without a valid key, 429 past the key's rate: see ``guards.Gate``)."""
+    info = request.scope.get(SCOPE_KEY)
+    if not isinstance(info, KeyInfo):
+        # only reachable for a route outside /v1 that asks for a key: refuse, never guess
+        raise ApiError(401, "missing_api_key", "this route needs a vidgate key under /v1")
     return info
 
 
@@ -127,7 +104,9 @@ async def _check_url(gw: Gateway, url: str, what: str) -> None:
         raise BlockedAddress(f"{what} {url!r} is not allowed: {e.message}") from None
 
 
-async def fetch_reference(gw: Gateway, ref: Reference) -> Reference:
+async def fetch_reference(
+    gw: Gateway, ref: Reference, param: str = "request.references.url"
+) -> Reference:
     """Check a reference URL with the SSRF rules before it goes anywhere.
 
     Providers that take a URL (Luma, Runway, fal...) fetch it themselves, so it is passed on
@@ -137,6 +116,10 @@ async def fetch_reference(gw: Gateway, ref: Reference) -> Reference:
     if ref.url.startswith("data:"):
         if len(ref.url) > MAX_REFERENCE_BYTES * 4 // 3 + 100:
             raise InvalidRequest(f"inline reference is over {MAX_REFERENCE_BYTES} bytes")
+        if ref.kind is ReferenceKind.IMAGE:
+            # sniffed by content (in a thread: a 20 MB payload is decoded from base64)
+            url = await asyncio.to_thread(images.checked_data_url, ref.url, param)
+            return ref if url == ref.url else ref.model_copy(update={"url": url})
         return ref
     await _check_url(gw, ref.url, "reference url")
     return ref

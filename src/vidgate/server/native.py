@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,7 @@ from vidgate.server.deps import (
     fetch_reference,
     gateway,
     idempotent,
+    read_body,
     state,
 )
 from vidgate.server.errors import ApiError
@@ -31,14 +32,19 @@ from vidgate.types import Job, JobState, VideoRequest
 
 router = APIRouter(prefix="/v1", tags=["native"])
 
+#: an offering id as the catalog writes them (the longest is well under 128 characters)
+OfferingId = Annotated[str, Field(min_length=1, max_length=128)]
+#: a job id in a path (ours are 24 characters)
+JobId = Annotated[str, Path(max_length=64)]
+
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request: VideoRequest
-    policy: str = "cheapest"
+    policy: Annotated[str, Field(max_length=64)] = "cheapest"
     #: pin one offering, or an ordered fallback list
-    offerings: Annotated[list[str] | None, Field(max_length=20)] = None
+    offerings: Annotated[list[OfferingId] | None, Field(max_length=20)] = None
     webhook_url: Annotated[str | None, Field(max_length=2048)] = None
 
 
@@ -46,8 +52,8 @@ class RoutePreview(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request: VideoRequest
-    policy: str = "cheapest"
-    offerings: Annotated[list[str] | None, Field(max_length=20)] = None
+    policy: Annotated[str, Field(max_length=64)] = "cheapest"
+    offerings: Annotated[list[OfferingId] | None, Field(max_length=20)] = None
 
 
 def public(job: Job) -> dict[str, Any]:
@@ -80,7 +86,12 @@ async def create_job(
         await check_webhook(gw, body.webhook_url)
         if req.references:
             req = req.model_copy(
-                update={"references": [await fetch_reference(gw, r) for r in req.references]}
+                update={
+                    "references": [
+                        await fetch_reference(gw, r, f"request.references.{i}.url")
+                        for i, r in enumerate(req.references)
+                    ]
+                }
             )
         async with admitted(request, key.tenant):
             job = await asyncio.to_thread(
@@ -113,14 +124,14 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}")
 def get_job(
-    job_id: str, request: Request, key: Annotated[KeyInfo, Depends(caller)]
+    job_id: JobId, request: Request, key: Annotated[KeyInfo, Depends(caller)]
 ) -> dict[str, Any]:
     return public(_own(request, job_id, key.tenant))
 
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel_job(
-    job_id: str, request: Request, key: Annotated[KeyInfo, Depends(caller)]
+    job_id: JobId, request: Request, key: Annotated[KeyInfo, Depends(caller)]
 ) -> dict[str, Any]:
     gw = gateway(request)
     job = _own(request, job_id, key.tenant)
@@ -132,7 +143,7 @@ async def cancel_job(
 
 @router.get("/jobs/{job_id}/content")
 def job_content(
-    job_id: str, request: Request, key: Annotated[KeyInfo, Depends(caller)]
+    job_id: JobId, request: Request, key: Annotated[KeyInfo, Depends(caller)]
 ) -> Response:
     job = _own(request, job_id, key.tenant)
     if job.state is not JobState.SUCCEEDED or not job.assets:
@@ -142,7 +153,7 @@ def job_content(
 
 @router.get("/jobs/{job_id}/events")
 async def job_events(
-    job_id: str, request: Request, key: Annotated[KeyInfo, Depends(caller)]
+    job_id: JobId, request: Request, key: Annotated[KeyInfo, Depends(caller)]
 ) -> StreamingResponse:
     """Server-sent events: the job as JSON each time its state or progress changes, until
     it is finished."""
@@ -224,10 +235,12 @@ async def provider_callback(
 ) -> dict[str, Any]:
     """Provider callbacks at /v1/callbacks/{protocol} (verified as the protocol's adapter
     declares: a signature, or the URL's token for providers that do not sign). A callback
-    only makes the job poll now; it never sets state."""
-    body = await request.body()
-    if len(body) > 1024 * 1024:
-        raise ApiError(413, "body_too_large", "callback bodies are at most 1 MiB")
+    only makes the job poll now; it never sets state. 401 when it does not verify (one
+    sentence, whatever failed), 403 when it names a job another provider runs."""
+    if len(provider) > 64 or (token is not None and len(token) > 256):
+        raise ApiError(404, "not_found", "no such callback endpoint")
+    # read up to the limit only (never buffered past it); parsed only once it verifies
+    body = await read_body(request, 1024 * 1024)
     handler: CallbackHandler = request.app.state.callbacks
     result = await handler.handle(provider, dict(request.headers), body, token=token)
     return {"accepted": True, "hinted": result.hinted}

@@ -13,22 +13,24 @@ Job states map to the four OpenAI statuses; the job id is the video id.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
 
 from vidgate.billing.accounts import KeyInfo
+from vidgate.catalog.schema import Offering
 from vidgate.errors import InvalidRequest, NotFound
 from vidgate.gateway import Gateway
 from vidgate.jobs import db
+from vidgate.server import images
 from vidgate.server.deps import (
     admitted,
     caller,
@@ -42,6 +44,7 @@ from vidgate.server.deps import (
     state,
 )
 from vidgate.server.errors import ApiError
+from vidgate.server.guards import BODY_LIMITS, check_shape, parse_json
 from vidgate.types import (
     RESOLUTION_ORDER,
     Job,
@@ -49,6 +52,8 @@ from vidgate.types import (
     Mode,
     ReferenceRole,
     VideoRequest,
+    frame_size,
+    parse_aspect,
 )
 
 router = APIRouter(prefix="/v1/videos", tags=["OpenAI-compatible videos"])
@@ -67,8 +72,10 @@ _STATUS = {
     JobState.EXPIRED: "failed",
     JobState.NEEDS_RECONCILIATION: "failed",
 }
+#: a video id in a path (ours are 24 characters)
+VideoId = Annotated[str, Path(max_length=64)]
 _ASPECTS = ["16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "3:2", "2:3"]
-MAX_BODY = 30 * 1024 * 1024
+MAX_BODY = BODY_LIMITS["/v1/videos"]
 
 
 def _ts(dt: datetime | None) -> int | None:
@@ -101,28 +108,114 @@ def video_object(job: Job) -> dict[str, Any]:
     }
 
 
-def size_to_request(size: str) -> dict[str, Any]:
-    """'1280x720' -> 720p 16:9; odd sizes go to the nearest tier and standard ratio."""
-    try:
-        w, h = (int(x) for x in size.lower().split("x"))
-        if w <= 0 or h <= 0:
-            raise ValueError
-    except ValueError:
+_SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})[xX]([1-9][0-9]{0,4})$")
+#: how far a size may stray from the frames offerings render (the nearest tier is used)
+_SIZE_SLACK = 1.05
+#: how far (as a log of the ratio) a size's shape may be from the nearest standard ratio
+_RATIO_SLACK = 0.1
+
+
+def _frame_bounds(offerings: list[Offering]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The smallest and the largest (short side, long side) the offerings render."""
+    sizes = [
+        sorted(frame_size(res, aspect))
+        for o in offerings
+        for res in o.capabilities.resolutions
+        for aspect in o.capabilities.aspect_ratios or ["16:9"]
+    ] or [[480, 854], [2160, 3840]]
+    shorts = [s for s, _ in sizes]
+    longs = [lg for _, lg in sizes]
+    return (min(shorts), min(longs)), (max(shorts), max(longs))
+
+
+def size_to_request(size: Any, offerings: list[Offering], scope: str) -> dict[str, Any]:
+    """'1280x720' -> 720p 16:9: the nearest tier and standard ratio, for a size within what
+    the offerings in ``scope`` render; anything else is a 400 naming the limits (a silent
+    4k for 99999x99999 would route and bill a request nobody made)."""
+    m = _SIZE_RE.match(size) if isinstance(size, str) else None
+    if m is None:
+        shown = repr(size) if isinstance(size, str) else json.dumps(size)
         raise ApiError(
-            400, "invalid_size", f"size {size!r} is not WIDTHxHEIGHT, e.g. 1280x720", param="size"
-        ) from None
-    short = min(w, h)
+            400,
+            "invalid_size",
+            f"size {shown[:40]} is not WIDTHxHEIGHT in pixels, e.g. 1280x720",
+            param="size",
+        )
+    w, h = int(m.group(1)), int(m.group(2))
+    short, long_ = sorted((w, h))
+    (min_s, min_l), (max_s, max_l) = _frame_bounds(offerings)
+    if short > max_s * _SIZE_SLACK or long_ > max_l * _SIZE_SLACK:
+        raise ApiError(
+            400,
+            "invalid_size",
+            f"size {w}x{h} is larger than {scope} renders (at most {max_l}x{max_s} or "
+            f"{max_s}x{max_l}); e.g. 1280x720",
+            param="size",
+        )
+    if short * _SIZE_SLACK < min_s or long_ * _SIZE_SLACK < min_l:
+        raise ApiError(
+            400,
+            "invalid_size",
+            f"size {w}x{h} is smaller than {scope} renders (at least {min_l}x{min_s} or "
+            f"{min_s}x{min_l})",
+            param="size",
+        )
+    ratio = math.log(w / h)
+    aspect = min(_ASPECTS, key=lambda a: abs(ratio - math.log(_aspect_value(a))))
+    if abs(ratio - math.log(_aspect_value(aspect))) > _RATIO_SLACK:
+        raise ApiError(
+            400,
+            "invalid_size",
+            f"size {w}x{h} is not a standard frame shape; use one of "
+            f"{', '.join(_ASPECTS)} (e.g. 1280x720, 720x1280, 1024x1024)",
+            param="size",
+        )
     res = min(RESOLUTION_ORDER, key=lambda r: abs(r.short_side - short))
-    ratio = w / h
-    aspect = min(
-        _ASPECTS,
-        key=lambda a: abs(math.log(ratio) - math.log(int(a.split(":")[0]) / int(a.split(":")[1]))),
-    )
     return {"resolution": res, "aspect_ratio": aspect}
+
+
+def _aspect_value(aspect: str) -> float:
+    w, h = parse_aspect(aspect)
+    return w / h
+
+
+_SECONDS_RE = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,6})?$")
+
+
+def parse_seconds(value: Any) -> float:
+    """``seconds`` as the OpenAI SDK sends it ("8") or as a JSON number; never a boolean
+    (``True`` is an int to Python, so it would have passed as 1 second)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        shown = json.dumps(value)[:40] if not isinstance(value, bool) else str(value).lower()
+        raise ApiError(
+            400,
+            "invalid_seconds",
+            f'seconds is a number of seconds such as "8" or 8, not {shown}',
+            param="seconds",
+        )
+    if isinstance(value, str):
+        if not _SECONDS_RE.match(value.strip()):
+            raise ApiError(
+                400,
+                "invalid_seconds",
+                f'seconds {value[:40]!r} is not a number of seconds such as "8" or "5.5"',
+                param="seconds",
+            )
+        value = float(value.strip())
+    seconds = float(value)
+    if not math.isfinite(seconds) or not 0 < seconds <= 120:
+        raise ApiError(
+            400,
+            "invalid_seconds",
+            f"seconds {value:g} is out of range; clips are over 0 and at most 120 seconds",
+            param="seconds",
+        )
+    return seconds
 
 
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 _MAX_FORM_DEPTH = 6
+_MAX_FORM_FIELDS = 200
 
 
 def _form_path(key: str) -> list[str]:
@@ -190,29 +283,21 @@ async def _parse_create(request: Request) -> tuple[dict[str, Any], bytes | None,
             raise
         except Exception as e:  # malformed multipart: the caller's mistake, never a 500
             raise ApiError(400, "invalid_form", f"the form body cannot be parsed: {e}") from None
-        if upload is not None and not upload[1].startswith("image/"):
+        if len(items) > _MAX_FORM_FIELDS:
             raise ApiError(
-                400,
-                "invalid_input_reference",
-                "input_reference must be an image (image/png, image/jpeg, image/webp); "
-                f"got {upload[1] or 'no content type'}",
-                param="input_reference",
+                400, "invalid_form", f"the form has {len(items)} fields; at most {_MAX_FORM_FIELDS}"
             )
         fields = _unflatten(items)
         if isinstance(fields.get("vidgate"), str):
-            try:
-                fields["vidgate"] = json.loads(fields["vidgate"])
-            except ValueError:
-                raise ApiError(400, "invalid_json", "the vidgate field is not JSON") from None
+            fields["vidgate"] = parse_json(fields["vidgate"], "the vidgate field")
+        check_shape(fields, "the form")
         if upload is not None:
-            data, mime = upload
-            image = f"data:{mime};base64,{base64.b64encode(data).decode()}".encode()
+            # the bytes decide, not the part's content type: a client's claim proves nothing
+            data_url = await asyncio.to_thread(images.data_url, upload[0], "input_reference")
+            image = data_url.encode()
         body = fields
     else:
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+        body = parse_json(raw) if raw.strip() else {}
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_json", "the request body must be a JSON object")
     canonical = json.dumps(
@@ -230,7 +315,15 @@ def build(
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ApiError(400, "missing_prompt", "prompt is required", param="prompt")
-    model = str(body.get("model") or "auto")
+    model = body.get("model") or "auto"
+    if not isinstance(model, str) or len(model) > 128:
+        raise ApiError(
+            400,
+            "model_not_found",
+            "model is an offering id, a model id or an alias of at most 128 characters "
+            "(GET /v1/models lists them)",
+            param="model",
+        )
     extra = body.get("vidgate") or {}
     if not isinstance(extra, dict):
         raise ApiError(400, "invalid_vidgate", "vidgate must be an object of request fields")
@@ -257,14 +350,16 @@ def build(
         )
     seconds = body.get("seconds")
     if seconds is not None:
-        try:
-            fields["duration_s"] = float(seconds)
-        except (TypeError, ValueError):
-            raise ApiError(
-                400, "invalid_seconds", f"seconds {seconds!r} is not a number", param="seconds"
-            ) from None
-    if body.get("size"):
-        fields.update(size_to_request(str(body["size"])))
+        fields["duration_s"] = parse_seconds(seconds)
+    size = body.get("size")
+    if size is not None and size != "":
+        if pinned:
+            scope, candidates = f"offering {pinned[0]}", [cat.offerings[pinned[0]]]
+        elif among is not None:
+            scope, candidates = f"model {model}", [cat.offerings[o] for o in among]
+        else:
+            scope, candidates = "any offering", list(cat.offerings.values())
+        fields.update(size_to_request(size, candidates, scope))
     ref = body.get("input_reference")
     url = image.decode() if image else None
     if isinstance(ref, str) and ref:
@@ -326,11 +421,20 @@ _CREATE_FIELDS: dict[str, Any] = {
     "prompt": {"type": "string", "minLength": 1, "maxLength": 8000},
     "model": {
         "type": "string",
+        "maxLength": 128,
         "description": "an offering id, a model id, or a routing alias (auto, auto:premium...)",
         "default": "auto",
     },
-    "seconds": {"type": "string", "description": "clip length in seconds, e.g. '8'"},
-    "size": {"type": "string", "description": "WIDTHxHEIGHT, e.g. 1280x720"},
+    "seconds": {
+        "type": "string",
+        "pattern": r"^[0-9]{1,4}(\.[0-9]{1,6})?$",
+        "description": "clip length in seconds, e.g. '8' (a JSON number is taken too)",
+    },
+    "size": {
+        "type": "string",
+        "pattern": "^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$",
+        "description": "WIDTHxHEIGHT within what the model renders, e.g. 1280x720",
+    },
 }
 _VIDGATE_FIELD: dict[str, Any] = {
     "type": "object",
@@ -384,7 +488,11 @@ async def create_video(request: Request, key: Annotated[KeyInfo, Depends(caller)
         await check_webhook(gw, webhook)
         if req.references:
             req = req.model_copy(
-                update={"references": [await fetch_reference(gw, r) for r in req.references]}
+                update={
+                    "references": [
+                        await fetch_reference(gw, r, "input_reference") for r in req.references
+                    ]
+                }
             )
         async with admitted(request, key.tenant):
             job = await asyncio.to_thread(
@@ -440,7 +548,7 @@ def _own_job(gw: Gateway, video_id: str, tenant: str) -> Job:
 
 @router.get("/{video_id}")
 def retrieve_video(
-    video_id: str, request: Request, key: Annotated[KeyInfo, Depends(caller)]
+    video_id: VideoId, request: Request, key: Annotated[KeyInfo, Depends(caller)]
 ) -> dict[str, Any]:
     return video_object(_own_job(gateway(request), video_id, key.tenant))
 
@@ -504,7 +612,7 @@ def list_videos(
 
 @router.delete("/{video_id}")
 def delete_video(
-    video_id: str, request: Request, key: Annotated[KeyInfo, Depends(caller)]
+    video_id: VideoId, request: Request, key: Annotated[KeyInfo, Depends(caller)]
 ) -> dict[str, Any]:
     gw = gateway(request)
     job = _own_job(gw, video_id, key.tenant)
@@ -521,7 +629,7 @@ def delete_video(
 
 @router.get("/{video_id}/content")
 def download_video(
-    video_id: str,
+    video_id: VideoId,
     request: Request,
     key: Annotated[KeyInfo, Depends(caller)],
     variant: str = "video",
@@ -562,7 +670,7 @@ def content_response(gw: Gateway, job: Job) -> Response:
 
 @router.post("/{video_id}/remix")
 def remix_video(
-    video_id: str, request: Request, key: Annotated[KeyInfo, Depends(caller)]
+    video_id: VideoId, request: Request, key: Annotated[KeyInfo, Depends(caller)]
 ) -> Response:
     job = _own_job(gateway(request), video_id, key.tenant)
     raise InvalidRequest(
