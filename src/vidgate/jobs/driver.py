@@ -68,6 +68,7 @@ from vidgate.jobs.crash import crash_point
 from vidgate.jobs.store import Claim, JobStore, LedgerEntry, OutboxEvent
 from vidgate.jobs.webhooks import events_for
 from vidgate.providers.base import Provider, ProviderJob, RemoteAsset, RemoteState
+from vidgate.providers.lookup import Adopt, Ambiguous, lookup
 from vidgate.routing.health import Health
 from vidgate.storage.assets import AssetStorage
 from vidgate.storage.media import probe
@@ -519,6 +520,10 @@ class JobDriver:
                     )
                 except AmbiguousSubmission as e:
                     self._health(offering.id, e, at_create=True)
+                    if adapter.listing_for(offering) is not None:
+                        # the provider lists its jobs: the loop finds this intent without an
+                        # id and looks it up (_reconcile) once this slot is released
+                        return None
                     ledger = self._end_attempt(job, n - 1, AttemptState.AMBIGUOUS, err=e)
                     await self._park(claim, e, ledger)
                     return e
@@ -554,6 +559,25 @@ class JobDriver:
                     offering.provider,
                     adapter.submit(job.request, offering, idempotency_key=attempt.idempotency_key),
                 )
+            elif adapter.listing_for(offering) is not None:
+                started = attempt.started_at.timestamp()
+                found = await self._call(
+                    offering.provider, lookup(adapter, job.request, offering, started)
+                )
+                if isinstance(found, Ambiguous):
+                    raise AmbiguousSubmission(
+                        f"{len(found.candidates)} remote jobs on {offering.provider} match this "
+                        f"attempt: {', '.join(found.candidates)}; adopt the right one",
+                        provider=offering.provider,
+                    )
+                pj = found.job if isinstance(found, Adopt) else None
+                if pj is None:  # Absent after the visibility delay: it never landed
+                    pj = await self._call(
+                        offering.provider,
+                        adapter.submit(
+                            job.request, offering, idempotency_key=attempt.idempotency_key
+                        ),
+                    )
             elif adapter.can_find:
                 pj = await self._call(
                     offering.provider, adapter.find(job.request, offering, attempt.idempotency_key)

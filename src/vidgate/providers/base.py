@@ -33,6 +33,7 @@ from vidgate.errors import (
     RateLimited,
     VidgateError,
 )
+from vidgate.providers.lookup import Listing, Page
 from vidgate.providers.options import OptionField
 from vidgate.settings import Credentials
 from vidgate.types import VideoRequest
@@ -248,6 +249,26 @@ class Provider(ABC):
     ) -> ProviderJob | None:
         """The remote job created with this idempotency key, or None if the provider
         authoritatively has none. Only called when :attr:`can_find` is true."""
+        raise NotImplementedError
+
+    # -- reconciliation by lookup in the provider's job list (providers/lookup.py) ---------
+
+    #: what the provider's job list offers (None: it has none vidgate can use)
+    listing: ClassVar[Listing | None] = None
+
+    def listing_for(self, offering: Offering) -> Listing | None:
+        """The list this offering's jobs appear in (an adapter serving several APIs may list
+        only some)."""
+        return self.listing
+
+    def listed_inputs(self, request: VideoRequest, offering: Offering) -> dict[str, Any]:
+        """What the list echoes of the create this request makes, in the body's own names:
+        a listed job matches when it shows every one of these values."""
+        raise NotImplementedError
+
+    async def list_page(self, offering: Offering, cursor: str | None) -> Page:
+        """One page of the provider's jobs, newest first; ``cursor`` is the last page's
+        ``next`` (None: the first page)."""
         raise NotImplementedError
 
 

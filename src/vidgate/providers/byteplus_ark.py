@@ -50,6 +50,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.lookup import Listed, Listing, Page, unix
 from vidgate.providers.options import OptionField, passed, priced, url
 from vidgate.settings import Credentials
 from vidgate.types import Mode, ReferenceRole, Resolution, VideoRequest
@@ -353,6 +354,52 @@ class BytePlusArk(Provider):
             credential_ref=tuple(offering.credential_env),
             region=region_of(base),
         )
+
+    # -- reconciliation by lookup (providers/lookup.py): §9b ``GET .../tasks`` -------------
+
+    #: page_num/page_size, newest first. A task shows its model and video parameters, not
+    #: its prompt, so two creates alike but for the prompt are both candidates (parked).
+    #: Visibility: 5 s of margin (UNCONFIRMED).
+    listing: ClassVar[Listing | None] = Listing(visibility_s=5.0)
+    #: tasks per list page asked for (the API takes 1..500)
+    list_page_size: int = 100
+
+    def listed_inputs(self, request: VideoRequest, offering: Offering) -> dict[str, Any]:
+        body = self.body(request, offering)
+        shown = ("model", "resolution", "ratio", "duration", "seed", "generate_audio")
+        return {k: body[k] for k in shown if k in body}
+
+    async def list_page(self, offering: Offering, cursor: str | None) -> Page:
+        page = int(cursor or 1)
+        base = self.base_url_for(offering)
+        creds = tuple(offering.credential_env)
+        resp = await send(
+            self.client,
+            "GET",
+            f"{base}/contents/generations/tasks",
+            provider=self.protocol,
+            params={"page_num": page, "page_size": self.list_page_size},
+            headers=self._headers(creds),
+        )
+        self._raise(resp)
+        data = json_body(resp)
+        items: list[Listed] = []
+        for t in data.get("items") or []:
+            if not isinstance(t, dict) or not isinstance(t.get("id"), str):
+                continue
+            job = ProviderJob(
+                protocol=self.protocol,
+                offering_id=offering.id,
+                remote_id=t["id"],
+                base_url=base,
+                credential_ref=creds,
+                region=region_of(base),
+            )
+            items.append(Listed(t["id"], unix(t.get("created_at")), t, job))
+        total = data.get("total")
+        seen = (page - 1) * self.list_page_size + len(items)
+        more = isinstance(total, int) and seen < total and bool(items)
+        return Page(items, str(page + 1) if more else None)
 
     async def _task(self, job: ProviderJob) -> dict[str, Any]:
         resp = await send(

@@ -53,6 +53,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.lookup import Listed, Listing, Page, unix
 from vidgate.providers.options import OptionField, passed, priced, url
 from vidgate.types import ReferenceKind, ReferenceRole, VideoRequest
 
@@ -458,6 +459,51 @@ class Luma(Provider):
             credential_ref=tuple(offering.credential_env),
             extra={"api": api.name},
         )
+
+    # -- reconciliation by lookup (providers/lookup.py): §4a ``GET /generations`` ---------
+
+    #: offset-paged, newest first; each generation echoes its create body as ``request``.
+    #: Visibility: the create answers with the stored generation; 5 s of margin (UNCONFIRMED).
+    listing: ClassVar[Listing | None] = Listing(visibility_s=5.0)
+
+    def listing_for(self, offering: Offering) -> Listing | None:
+        # the Agents API documents no list endpoint
+        return self.listing if self.api_for(offering) is DREAM_MACHINE else None
+
+    def listed_inputs(self, request: VideoRequest, offering: Offering) -> dict[str, Any]:
+        return self.body(request, offering)
+
+    async def list_page(self, offering: Offering, cursor: str | None) -> Page:
+        offset = int(cursor or 0)
+        base = self.base_url_for(DREAM_MACHINE)
+        creds = tuple(offering.credential_env)
+        resp = await send(
+            self.client,
+            "GET",
+            f"{base}/generations",
+            provider=self.protocol,
+            params={"limit": 100, "offset": offset},
+            headers=self._headers(creds, DREAM_MACHINE),
+        )
+        self._raise(resp)
+        data = json_body(resp)
+        items: list[Listed] = []
+        for g in data.get("generations") or []:
+            if not isinstance(g, dict) or not isinstance(g.get("id"), str):
+                continue
+            echo = g.get("request")
+            job = ProviderJob(
+                protocol=self.protocol,
+                offering_id=offering.id,
+                remote_id=g["id"],
+                base_url=base,
+                credential_ref=creds,
+                extra={"api": DREAM_MACHINE.name},
+            )
+            inputs = echo if isinstance(echo, dict) else {}
+            items.append(Listed(g["id"], unix(g.get("created_at")), inputs, job))
+        more = data.get("has_more") is True and bool(items)
+        return Page(items, str(offset + len(items)) if more else None)
 
     def _job_api(self, job: ProviderJob) -> _Api:
         name = job.extra.get("api", DREAM_MACHINE.name)

@@ -69,6 +69,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.lookup import Listed, Listing, Page, unix
 from vidgate.providers.options import OptionField, mapped, passed, priced, url
 from vidgate.types import ReferenceRole, VideoRequest
 
@@ -463,6 +464,54 @@ class Replicate(Provider):
             credential_ref=tuple(offering.credential_env),
             extra=extra,
         )
+
+    # -- reconciliation by lookup (providers/lookup.py): §8 ``GET /v1/predictions`` -------
+
+    #: cursor-paged, newest first. Visibility: a prediction is a database row the create
+    #: returns, so the list shows it at once; 5 s of margin (UNCONFIRMED by the docs).
+    listing: ClassVar[Listing | None] = Listing(visibility_s=5.0)
+
+    def listed_inputs(self, request: VideoRequest, offering: Offering) -> dict[str, Any]:
+        # the prediction echoes its ``input`` exactly as sent (deleted after an hour, which
+        # is far outside any attempt's window)
+        return self.build_input(request, offering)
+
+    async def list_page(self, offering: Offering, cursor: str | None) -> Page:
+        url = cursor or f"{self.base_url}/predictions"
+        if _origin(url) != _origin(self.base_url):
+            # the bearer token goes only to the API host we were configured with
+            raise ProviderProtocolError(
+                f"list cursor {url!r} leaves {self.base_url}", provider=self.protocol
+            )
+        creds = tuple(offering.credential_env)
+        resp = await send(
+            self.client, "GET", url, provider=self.protocol, headers=self._headers(creds)
+        )
+        self._raise(resp)
+        data = json_body(resp)
+        items: list[Listed] = []
+        for p in data.get("results") or []:
+            if not isinstance(p, dict) or not isinstance(p.get("id"), str):
+                continue
+            raw_urls, raw_input = p.get("urls"), p.get("input")
+            urls = raw_urls if isinstance(raw_urls, dict) else {}
+            extra = {"model": str(p.get("model") or offering.provider_model_id)}
+            for key in ("get", "cancel"):
+                u = urls.get(key)
+                if isinstance(u, str) and _origin(u) == _origin(self.base_url):
+                    extra[key] = u
+            job = ProviderJob(
+                protocol=self.protocol,
+                offering_id=offering.id,
+                remote_id=p["id"],
+                base_url=self.base_url,
+                credential_ref=creds,
+                extra=extra,
+            )
+            inputs = raw_input if isinstance(raw_input, dict) else {}
+            items.append(Listed(p["id"], unix(p.get("created_at")), inputs, job))
+        nxt = data.get("next")
+        return Page(items, nxt if isinstance(nxt, str) and nxt else None)
 
     def _get_url(self, job: ProviderJob) -> str:
         return job.extra.get("get") or f"{job.base_url}/predictions/{quote(job.remote_id)}"

@@ -76,6 +76,9 @@ class SandboxCore:
     time_scale: float = 0.02
     faults: FaultConfig = field(default_factory=FaultConfig)
     seed: int | None = None
+    #: jobs per list page at most, in every emulator's list endpoint (None: each provider's
+    #: own maximum); scriptable so tests page through a handful of jobs
+    list_page_size: int | None = None
 
     def __post_init__(self) -> None:
         self.store = SandboxStore(self.home / "sandbox.db")
@@ -83,6 +86,10 @@ class SandboxCore:
         self._rng = random.Random(self.seed)
         self._rng_lock = threading.Lock()
         self._secret = secrets.token_bytes(32)
+
+    def page_size(self, asked: int) -> int:
+        """The page size a list endpoint serves when the client asks for ``asked``."""
+        return min(asked, self.list_page_size) if self.list_page_size else asked
 
     # -- catalog lookups ---------------------------------------------------------------------
 

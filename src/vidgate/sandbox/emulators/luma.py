@@ -351,7 +351,7 @@ def router(core: SandboxCore) -> APIRouter:
     async def dm_list(request: Request, limit: int = 100, offset: int = 0) -> Response:
         if (err := auth_error(request, False)) is not None:
             return err
-        limit, offset = max(0, min(limit, 100)), max(0, offset)
+        limit, offset = core.page_size(max(0, min(limit, 100))), max(0, offset)
         jobs = [
             j
             for j in core.store.list(PROTOCOL, limit=1000)

@@ -594,12 +594,22 @@ def router(core: SandboxCore) -> APIRouter:
         return JSONResponse(prediction(request, job))
 
     @r.get("/predictions")
-    async def list_predictions(request: Request) -> Response:
+    async def list_predictions(request: Request, cursor: str | None = None) -> Response:
+        """§8: newest first, cursor-paged; ``next``/``previous`` are full URLs or null."""
         if (err := auth_error(request)) is not None:
             return err
-        jobs = [enforce_deadline(j) for j in core.store.list(PROTOCOL, limit=100)]
+        start = int(cursor) if cursor and cursor.isdigit() else 0
+        size = core.page_size(100)
+        everything = core.store.list(PROTOCOL, limit=10_000)
+        jobs = [enforce_deadline(j) for j in everything[start : start + size]]
+        here = f"{str(request.base_url).rstrip('/')}/{PROTOCOL}/v1/predictions"
+        after = start + size
         return JSONResponse(
-            {"next": None, "previous": None, "results": [prediction(request, j) for j in jobs]}
+            {
+                "next": f"{here}?cursor={after}" if after < len(everything) else None,
+                "previous": f"{here}?cursor={max(0, start - size)}" if start else None,
+                "results": [prediction(request, j) for j in jobs],
+            }
         )
 
     @r.post("/predictions/{prediction_id}/cancel")

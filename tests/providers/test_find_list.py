@@ -1,0 +1,210 @@
+"""Reconciliation by lookup (providers/lookup.py): an ambiguous create is resolved from the
+provider's own job list — over real HTTP against the sandbox's list endpoints, with their
+paging — and the driver adopts, resubmits or parks accordingly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server.conftest import sandbox_settings
+from vidgate.catalog.loader import load_catalog
+from vidgate.catalog.schema import Offering
+from vidgate.gateway import Gateway
+from vidgate.providers.base import Provider, registry
+from vidgate.providers.lookup import Absent, Adopt, Ambiguous, Listing, lookup
+from vidgate.sandbox.core import FaultConfig, FaultRule, SandboxCore
+from vidgate.types import AttemptState, JobState, Mode, VideoRequest
+
+CATALOG = load_catalog()
+
+
+def _listing_offerings() -> dict[str, Offering]:
+    """The first routable text-to-video offering of every adapter whose list can be used."""
+    out: dict[str, Offering] = {}
+    for o in CATALOG.offerings.values():
+        cls = registry().get(o.protocol)
+        if (
+            cls is not None
+            and cls.listing is not None
+            and o.enabled
+            and o.available_on(date.today())
+            and Mode.TEXT_TO_VIDEO in o.capabilities.modes
+        ):
+            out.setdefault(o.protocol, o)
+    return out
+
+
+LISTING = _listing_offerings()
+
+
+def test_the_listing_providers_are_covered() -> None:
+    assert set(LISTING) >= {"replicate", "luma", "byteplus-ark"}
+
+
+def _request(offering: Offering, prompt: str = "a heron in the reeds", ratio: int = 0) -> Any:
+    caps = offering.capabilities
+    spec = caps.durations
+    return VideoRequest(
+        prompt=prompt,
+        duration_s=spec.values[0] if spec.values else float(spec.min or 5),
+        resolution=caps.resolutions[0],
+        aspect_ratio=caps.aspect_ratios[ratio],
+    )
+
+
+def _decoy(offering: Offering) -> Any:
+    # another job on the same account: a different prompt and frame shape (BytePlus lists
+    # no prompt, so the shape is what tells it apart there)
+    return _request(offering, "a different clip entirely", ratio=1)
+
+
+@pytest.fixture
+async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+    g = Gateway(sandbox_settings(tmp_path, http_timeout_s=0.5))
+    g.sandbox_url()  # start the in-process sandbox
+    yield g
+    await g.aclose()
+    g.close()
+
+
+def _core(gw: Gateway) -> SandboxCore:
+    core: SandboxCore = gw._sandbox.core
+    return core
+
+
+def _remote_jobs(gw: Gateway, protocol: str) -> int:
+    return int(_core(gw).store.stats()["by_protocol"].get(protocol, 0))
+
+
+async def _create(adapter: Provider, offering: Offering, request: VideoRequest) -> str:
+    return (await adapter.submit(request, offering, idempotency_key="other")).remote_id
+
+
+@pytest.mark.parametrize("protocol", sorted(LISTING))
+async def test_a_dropped_create_is_adopted_from_the_list(gw: Gateway, protocol: str) -> None:
+    offering = LISTING[protocol]
+    adapter = gw.for_offering(offering)
+    await _create(adapter, offering, _decoy(offering))
+    _core(gw).faults = FaultConfig(
+        rules=[FaultRule(kind="drop", rate=1.0, protocol=protocol)], hang_s=2
+    )
+    job = gw.submit(_request(offering), pinned=[offering.id])
+    done = await gw.run(job.id)
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert len(done.attempts) == 1
+    assert done.route is not None
+    assert done.route["reconciled"] == 1  # adopted, not resubmitted
+    assert _remote_jobs(gw, protocol) == 2  # the decoy and ours: our create reached it once
+    charges = [r for r in gw.store.ledger(job_id=job.id) if r["kind"] == "charge"]
+    assert len(charges) == 1  # billed once
+
+
+@pytest.mark.parametrize("protocol", sorted(LISTING))
+async def test_lookup_pages_through_the_list_to_the_one_match(gw: Gateway, protocol: str) -> None:
+    offering = LISTING[protocol]
+    adapter = gw.for_offering(offering)
+    # two jobs a page, the list's own paging: ours is on the third page behind 4 newer ones
+    _core(gw).list_page_size = 2
+    if hasattr(adapter, "list_page_size"):
+        adapter.list_page_size = 2
+    started = time.time()
+    ours = await _create(adapter, offering, _request(offering))
+    for _ in range(4):
+        await _create(adapter, offering, _decoy(offering))
+    found = await lookup(adapter, _request(offering), offering, started)
+    assert isinstance(found, Adopt)
+    assert found.job.remote_id == ours
+    assert found.job.offering_id == offering.id
+    status = await adapter.poll(found.job)  # the adopted handle is followable as created
+    assert status.raw
+
+
+@pytest.mark.parametrize("protocol", sorted(LISTING))
+async def test_several_matches_park_the_job_with_every_candidate(
+    gw: Gateway, protocol: str
+) -> None:
+    offering = LISTING[protocol]
+    adapter = gw.for_offering(offering)
+    twin = await _create(adapter, offering, _request(offering))  # same inputs, same window
+    _core(gw).faults = FaultConfig(
+        rules=[FaultRule(kind="drop", rate=1.0, protocol=protocol)], hang_s=2
+    )
+    job = gw.submit(_request(offering), pinned=[offering.id])
+    done = await gw.run(job.id)
+    assert done.state is JobState.NEEDS_RECONCILIATION
+    assert done.attempts[-1].state is AttemptState.AMBIGUOUS
+    assert done.error is not None
+    ids = [j.id for j in _core(gw).store.list(protocol)]
+    assert len(ids) == 2
+    assert twin in ids
+    for remote_id in ids:
+        assert remote_id in done.error["message"]
+    assert _remote_jobs(gw, protocol) == 2  # nothing was sent again
+
+
+async def test_a_create_that_never_landed_is_sent_again_once(gw: Gateway) -> None:
+    offering = LISTING["replicate"]
+    # the first create hangs unrecorded (the answer never comes); after the provider's
+    # visibility delay the list still lacks it, so the create is sent again
+    _core(gw).faults = FaultConfig(
+        rules=[FaultRule(kind="timeout", rate=1.0, end=time.time() + 2.0)], hang_s=1
+    )
+    job = gw.submit(_request(offering), pinned=[offering.id])
+    done = await gw.run(job.id)
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert len(done.attempts) == 1
+    assert _remote_jobs(gw, "replicate") == 1
+    charges = [r for r in gw.store.ledger(job_id=job.id) if r["kind"] == "charge"]
+    assert len(charges) == 1
+
+
+async def test_absent_is_only_said_after_the_visibility_delay(gw: Gateway) -> None:
+    offering = LISTING["luma"]
+    adapter = gw.for_offering(offering)
+    listing = adapter.listing_for(offering)
+    assert isinstance(listing, Listing)
+    slept: list[float] = []
+    clock = [1_000_000.0]
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+        clock[0] += s
+
+    # an attempt that started just now: nothing listed yet, so the lookup waits the
+    # provider's delay out and lists again before it says "absent"
+    found = await lookup(
+        adapter, _request(offering), offering, clock[0], now=lambda: clock[0], sleep=sleep
+    )
+    assert isinstance(found, Absent)
+    assert slept == [pytest.approx(listing.visibility_s)]
+    # long after: no wait at all
+    slept.clear()
+    later = clock[0] + 3600
+    found = await lookup(
+        adapter, _request(offering), offering, clock[0] - 7200, now=lambda: later, sleep=sleep
+    )
+    assert isinstance(found, Absent)
+    assert slept == []
+
+
+async def test_jobs_outside_the_window_are_not_candidates(gw: Gateway) -> None:
+    offering = LISTING["replicate"]
+    adapter = gw.for_offering(offering)
+    await _create(adapter, offering, _request(offering))
+    listing = adapter.listing_for(offering)
+    assert listing is not None
+    # an attempt that started well after that job was created: it cannot be ours
+    future = time.time() + listing.skew_s + 60
+    found = await lookup(adapter, _request(offering), offering, future, now=lambda: future)
+    assert isinstance(found, Absent)
+    # and with it in the window, two alike are ambiguous rather than guessed
+    await _create(adapter, offering, _request(offering))
+    found = await lookup(adapter, _request(offering), offering, time.time() - 5)
+    assert isinstance(found, Ambiguous)
+    assert len(found.candidates) == 2
