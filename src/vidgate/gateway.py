@@ -39,6 +39,9 @@ from vidgate.settings import Credentials, Settings
 from vidgate.storage.assets import AssetStorage
 from vidgate.types import Job, JobState, VideoRequest
 
+#: how often a running process re-learns latency and failure stats from the job store
+STATS_REFRESH_S = 120.0
+
 
 class Gateway:
     def __init__(
@@ -225,6 +228,8 @@ class Gateway:
         if self.sandbox:
             protocols &= self.emulated
         self.refresh_stats()
+        # keep learning while this process runs, from every process's history in the store
+        self.stats.refresh_every(lambda: self.refresh_stats().stats, every_s=STATS_REFRESH_S)
         return Router(
             RouterEnv(
                 catalog=self.catalog,
@@ -436,6 +441,8 @@ class Gateway:
             self._client = None
 
     def close(self) -> None:
+        if "stats" in self.__dict__:
+            self.stats.stop()
         if self._health_sync is not None:
             self._health_sync.close()
             self._health_sync = None

@@ -7,17 +7,25 @@ observed percentiles instead, and says so in its explanation.
 Observed latencies are normalised to the catalog's reference clip (dividing by the same size
 factor the estimate multiplies by), so a history of 10 s 1080p clips still predicts a 5 s
 720p one.
+
+The history is the job store's, so processes that share a store (PostgreSQL) learn from
+each other's attempts. A long-running process re-learns in the background
+(:meth:`LearnedStats.refresh_every`): routing reads ``stats`` from memory and never waits for
+the query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from vidgate.catalog.loader import Catalog
 from vidgate.types import AttemptState, Job
 
 MIN_SAMPLES = 20
+log = logging.getLogger("vidgate.stats")
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,27 @@ class LearnedStats:
     ) -> None:
         self.stats = stats or {}
         self.min_samples = min_samples
+        self._stop = threading.Event()
+
+    def refresh_every(
+        self, load: Callable[[], dict[str, OfferingStats]], every_s: float
+    ) -> threading.Thread:
+        """Replace ``stats`` with ``load()`` every ``every_s`` seconds on a daemon thread
+        (one dict assignment: a routing decision sees the old table or the new one)."""
+
+        def loop() -> None:
+            while not self._stop.wait(every_s):
+                try:
+                    self.stats = load()
+                except Exception as e:  # a database blip: keep what we learned last time
+                    log.warning("could not refresh learned stats: %s", e)
+
+        t = threading.Thread(target=loop, name="vidgate-stats", daemon=True)
+        t.start()
+        return t
+
+    def stop(self) -> None:
+        self._stop.set()
 
     @classmethod
     def from_jobs(
