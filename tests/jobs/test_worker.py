@@ -102,11 +102,15 @@ def test_kill_9_mid_flight_then_restart_finishes_every_job_once(tmp_path, shared
 
 
 def test_crash_between_create_and_storing_the_id(tmp_path, shared_sandbox) -> None:
-    """Kling can be looked up by our key: reconciled. Luma cannot: parked, never resent."""
+    """Kling can be looked up by our key: reconciled. Runway cannot (no key, no lookup by our
+    id, no job list; Luma is now found in its list, tests/providers/test_find_list.py):
+    parked, never resent."""
     home = tmp_path / "home"
     gw = gateway_for(home, shared_sandbox.url)
     kling = gw.submit(VideoRequest(prompt="a kite", duration_s=5), pinned=["kling-3.0-kling"])
-    luma = gw.submit(VideoRequest(prompt="a lake", duration_s=5), pinned=["luma-ray-3.14-luma"])
+    luma = gw.submit(
+        VideoRequest(prompt="a lake", duration_s=5), pinned=["runway-gen-4.5-aleph-runway"]
+    )
     log = tmp_path / "crashes.log"
     for job_id in (kling.id, luma.id):
         crashing = subprocess.run(
