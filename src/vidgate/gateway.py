@@ -162,13 +162,10 @@ class Gateway:
                 open_s=s.breaker_open_s,
                 max_probes=s.breaker_max_probes,
             ),
-            # a provider-wide outage shows across its offerings: trip on more evidence
+            # a provider-wide outage shows across its offerings: trip on more evidence (and
+            # never on less than an offering needs)
             BreakerConfig(
-                window=2 * s.breaker_window,
-                min_calls=max(8, s.breaker_min_calls),
-                failure_ratio=s.breaker_failure_ratio,
-                open_s=s.breaker_open_s,
-                max_probes=s.breaker_max_probes,
+                window=max(40, 2 * s.breaker_window), min_calls=max(8, s.breaker_min_calls)
             ),
         )
         if s.redis_url:
