@@ -281,3 +281,33 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and every descendant (from /proc/PID/task/*/children), parents first."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/children", encoding="ascii") as f:
+                    todo += [int(c) for c in f.read().split()]
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds used by ``pid`` and its descendants (a supervisor's API and workers)."""
+    total = None
+    for p in tree_pids(pid):
+        cpu = cpu_seconds(p)
+        if cpu is not None:
+            total = (total or 0.0) + cpu
+    return total

@@ -1,18 +1,22 @@
 """Control-plane overhead of the HTTP service: vidgate vs LiteLLM's proxy vs the provider.
 
 Everything on loopback, against ONE sandbox process: its OpenAI Videos emulation is "the
-provider". Four targets, measured one after the other in the same run:
+provider". Six targets, measured one after the other in the same run:
 
 * **sandbox direct**: ``POST/GET {sandbox}/openai-videos/v1/videos`` — the provider itself;
 * **LiteLLM proxy** (its own virtualenv, ``.bench/litellm-venv``, ``pip install
   'litellm[proxy]'``) with one ``model_list`` entry ``openai/sora-2`` whose ``api_base`` is the
   sandbox's OpenAI emulation; its ``/v1/videos`` routes forward the create and every status
   call to the provider synchronously;
-* **vidgate** (``vidgate serve``, sandbox mode, ``model: auto``): the create is validated,
-  routed, budget-checked and stored durably, and answered as ``queued``; its embedded worker
-  submits upstream asynchronously and polls; a status read is a database read;
-* **vidgate --no-worker**: the same API with the worker off (what an API-only replica does
-  when workers run elsewhere): the create's cost without upstream traffic competing for CPU.
+* **vidgate serve** (the default command, sandbox mode, ``model: auto``): a supervisor with
+  one API process and one worker process. The create is validated, routed, budget-checked and
+  stored durably, and answered as ``queued``; the worker process submits upstream and polls; a
+  status read is a database read;
+* **vidgate serve --api-processes 2**: the same with two API processes sharing the socket;
+* **vidgate serve --in-process**: the API and its worker in one process (the default before
+  the supervisor), for comparison;
+* **vidgate serve --workers 0**: the API alone (what an API-only replica does when workers
+  run elsewhere): the create's cost without upstream traffic competing for CPU.
 
 Per target: latency (p50/p99 ms) of N sequential POSTs and N sequential GETs of the videos
 just made (concurrency 1), then throughput at saturation: C concurrent clients for a bounded
@@ -44,18 +48,25 @@ from benchmarks.common import (
     Options,
     Proc,
     child_env,
-    cpu_seconds,
     fmt,
     free_port,
     heading,
     say,
     summary,
     table,
+    tree_cpu_seconds,
     vidgate_cmd,
     wait_http,
 )
 
 NAME = "service"
+#: the vidgate commands measured: (arguments after `vidgate serve --port P`, what it is)
+VIDGATE_TARGETS: list[tuple[list[str], str]] = [
+    ([], "default: supervisor, 1 API process + 1 worker process"),
+    (["--api-processes", "2"], "2 API processes on one socket + 1 worker process"),
+    (["--in-process"], "API and worker in one process (the old default)"),
+    (["--workers", "0"], "the API alone; no upstream traffic"),
+]
 LITELLM_VENV = BENCH_DIR / "litellm-venv"
 LITELLM_MASTER_KEY = "sk-bench-master-key"
 #: the OpenAI Videos model the provider (the sandbox's emulation) is asked for
@@ -71,7 +82,7 @@ class Target:
     base: str  # the URL that /videos hangs off
     key: str
     model: str
-    pid: int | None  # the server process, for its CPU time (None: the sandbox itself)
+    pid: int | None  # the server process (and its children), for CPU time
     note: str = ""
 
 
@@ -203,16 +214,16 @@ async def measure(target: Target, n: int, clients: int, seconds: float) -> Resul
             return r
         r.get_ms = _ms(await _sequential(lambda i: load.get(client, i), n))
 
-        cpu0 = cpu_seconds(target.pid) if target.pid else None
+        cpu0 = tree_cpu_seconds(target.pid) if target.pid else None
         lat, took, sent = await _saturate(lambda i: load.post(client), clients, seconds, 20 * n)
-        cpu1 = cpu_seconds(target.pid) if target.pid else None
+        cpu1 = tree_cpu_seconds(target.pid) if target.pid else None
         r.post_rps = len(lat) / took
         r.post_sat_ms = _ms(lat)
         if cpu0 is not None and cpu1 is not None and sent:
             r.post_cpu_ms = (cpu1 - cpu0) * 1e3 / sent
 
         lat, took, sent = await _saturate(lambda i: load.get(client, i), clients, seconds, 20 * n)
-        cpu2 = cpu_seconds(target.pid) if target.pid else None
+        cpu2 = tree_cpu_seconds(target.pid) if target.pid else None
         r.get_rps = len(lat) / took
         r.get_sat_ms = _ms(lat)
         if cpu1 is not None and cpu2 is not None and sent:
@@ -304,7 +315,7 @@ def litellm_config(work: Path, sandbox_url: str) -> tuple[Path, Path]:
 
 
 def _vidgate(
-    name: str, work: Path, sandbox_url: str, no_worker: bool, note: str
+    name: str, work: Path, sandbox_url: str, args: list[str], note: str
 ) -> tuple[Proc, Target]:
     home = work / name
     env = child_env(VIDGATE_HOME=str(home), VIDGATE_SANDBOX="1", VIDGATE_SANDBOX_URL=sandbox_url)
@@ -318,9 +329,10 @@ def _vidgate(
     )
     key = json.loads(out.stdout)["key"]
     port = free_port()
-    argv = vidgate_cmd("serve", "--port", str(port)) + (["--no-worker"] if no_worker else [])
+    argv = vidgate_cmd("serve", "--port", str(port), *args)
     proc = Proc(name, argv, env, work)
-    wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+    # /readyz, not /healthz: under the supervisor it also waits for the worker process
+    wait_http(f"http://127.0.0.1:{port}/readyz", proc)
     return proc, Target(name, f"http://127.0.0.1:{port}/v1", key, "auto", proc.pid, note)
 
 
@@ -395,12 +407,12 @@ def run(options: Options) -> dict[str, Any]:
                 )
                 results.append(asyncio.run(measure(target, n, clients, seconds)))
 
-        for name, no_worker, note in (
-            ("vidgate", False, "queues durably; its worker submits upstream and polls"),
-            ("vidgate --no-worker", True, "queues durably; no upstream traffic in this process"),
-        ):
-            proc, target = _vidgate(name.replace(" ", ""), work, sandbox_url, no_worker, note)
+        for args, note in VIDGATE_TARGETS:
+            name = " ".join(["vidgate serve", *args])
+            slug = "vidgate" + "".join(a.strip("-") for a in args)
+            proc, target = _vidgate(slug, work, sandbox_url, args, note)
             target.name = name
+            no_worker = "--workers" in args
             before = _creates(sandbox_url)
             with proc:
                 result = asyncio.run(measure(target, n, clients, seconds))
@@ -471,12 +483,34 @@ def _report(
         )
     )
     base = results[0] if results and results[0].target == "sandbox direct" else None
+    overhead: dict[str, dict[str, float]] = {}
     if base is not None:
-        say("\n  overhead over calling the provider directly (p50, ms):")
+        say("\n  overhead over calling the provider directly (ms, concurrency 1):")
         for r in results[1:]:
-            post = r.post_ms.get("p50", 0) - base.post_ms.get("p50", 0)
-            get = r.get_ms.get("p50", 0) - base.get_ms.get("p50", 0)
-            say(f"    {r.target:<22} POST {post:+.2f}   GET {get:+.2f}   ({r.note})")
+            o = {
+                f"{verb}_{q}": round(mine.get(q, 0) - theirs.get(q, 0), 3)
+                for verb, mine, theirs in (
+                    ("post", r.post_ms, base.post_ms),
+                    ("get", r.get_ms, base.get_ms),
+                )
+                for q in ("p50", "p99")
+            }
+            overhead[r.target] = o
+            say(
+                f"    {r.target:<36} POST p50 {o['post_p50']:+.2f} p99 {o['post_p99']:+.2f}   "
+                f"GET p50 {o['get_p50']:+.2f} p99 {o['get_p99']:+.2f}   ({r.note})"
+            )
+    lite = next((r for r in results if r.target == "LiteLLM proxy"), None)
+    vs_litellm: dict[str, float] = {}
+    if lite is not None and lite.post_rps:
+        say("\n  saturation throughput against LiteLLM's proxy (POST req/s, ratio; aim ≥ 3x):")
+        for r in results:
+            if r.target.startswith("vidgate"):
+                vs_litellm[r.target] = round(r.post_rps / lite.post_rps, 2)
+                say(
+                    f"    {r.target:<36} {r.post_rps:7.0f} vs {lite.post_rps:.0f}"
+                    f"  = {r.post_rps / lite.post_rps:.2f}x"
+                )
     for r in results:
         if r.errors:
             say(f"  errors, {r.target}: {r.errors}; first: {r.first_error}")
@@ -484,9 +518,12 @@ def _report(
         "\n  how to read it: LiteLLM's POST includes the provider's create call (it forwards "
         "synchronously) and every GET is a provider status call; vidgate's POST returns once "
         "the job is routed and durably queued (the provider create happens later, in its "
-        "worker), and its GET reads vidgate's own database. 'vidgate' runs its worker in the "
-        "same process, so the worker's upstream submissions and polling share the CPU with "
-        "the API; '--no-worker' is the API alone."
+        "worker), and its GET reads vidgate's own database. The default 'vidgate serve' runs "
+        "its worker in a separate process (the OS schedules it on the other core); "
+        "'--in-process' shares one process and one core between the API and the worker's "
+        "upstream traffic; '--workers 0' is the API alone. CPU ms counts the server's whole "
+        "process tree (API and worker processes). The load generator runs in this process on "
+        "the same 2 cores as every server, so req/s is a ceiling of the machine."
     )
     if litellm_note and not any(r.target == "LiteLLM proxy" for r in results):
         say(f"\n  LiteLLM proxy was not measured: {litellm_note}")
@@ -498,4 +535,6 @@ def _report(
         "vidgate_version": importlib.metadata.version("vidgate"),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "results": [r.__dict__ for r in results],
+        "overhead_ms": overhead,
+        "post_rps_vs_litellm": vs_litellm,
     }

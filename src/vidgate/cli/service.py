@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -45,7 +45,9 @@ def serve(
     ] = False,
     grace: Annotated[
         float,
-        typer.Option("--grace", min=0, help="Seconds processes get to stop after Ctrl-C."),
+        typer.Option(
+            "--grace", min=0, help="Seconds workers get to finish creates on the wire at Ctrl-C."
+        ),
     ] = 30.0,
     fd: Annotated[int | None, typer.Option("--fd", hidden=True)] = None,
     sandbox: SandboxOpt = False,
@@ -91,7 +93,10 @@ def serve(
         )
         for i in range(api_processes)
     ]
-    specs += [ChildSpec(f"worker-{i + 1}", vidgate_argv("worker"), env) for i in range(workers)]
+    specs += [
+        ChildSpec(f"worker-{i + 1}", vidgate_argv("worker", "--grace", f"{grace:g}"), env)
+        for i in range(workers)
+    ]
     err_console.print(
         _banner(
             host,
@@ -101,7 +106,8 @@ def serve(
         )
     )
     try:
-        code = _supervise(settings, specs, grace)
+        # a worker's own --grace bounds its stop; the supervisor waits a little longer
+        code = _supervise(settings, specs, grace + 5.0)
     finally:
         sock.close()
     raise typer.Exit(code)
@@ -333,11 +339,21 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(metavar="KEY_ID")]) -> Non
     console.print(f"revoked {key_id}")
 
 
+def _reported(e: dict[str, Any]) -> str:
+    """Provider-reported cost: "$x (n clips)", with a "!" when one exceeded its reservation."""
+    n = e.get("reported_clips", 0)
+    if not n:
+        return "—"
+    flag = f" !{e['over_reservation']} over" if e.get("over_reservation") else ""
+    return f"${e['reported_usd']:.2f} ({n}){flag}"
+
+
 def spend(
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """What each tenant spent, by offering, against its budget."""
+    """What each tenant spent, by offering, against its budget: the cost charged, our
+    estimate beside it, and what providers reported (where they report a cost)."""
     gw = Gateway(settings_from(False))
     try:
         rows = gw.accounts.spend(tenant)
@@ -347,7 +363,8 @@ def spend(
         print_json(rows)
         return
     table = Table(show_edge=False)
-    for col in ("tenant", "offering", "clips", "cost", "charged", "budget", "reserved"):
+    cols = ("tenant", "offering", "clips", "cost", "estimated", "reported", "charged")
+    for col in (*cols, "budget", "reserved"):
         table.add_column(col, justify="left" if col in ("tenant", "offering") else "right")
     for r in rows:
         budget = f"${r['budget_usd']:.2f}" if r["budget_usd"] is not None else "—"
@@ -358,6 +375,8 @@ def spend(
                 oid,
                 str(e["clips"]),
                 f"${e['usd']:.2f}",
+                f"${e['estimated_usd']:.2f}" if "estimated_usd" in e else "—",
+                _reported(e),
                 f"${e['usd'] * r['markup']:.2f}",
                 budget,
                 f"${r['reserved_usd']:.2f}",
