@@ -73,7 +73,26 @@ def _own(request: Request, job_id: str, tenant: str) -> Job:
     return job
 
 
-@router.post("/jobs", status_code=202)
+#: OpenAPI links: the id a create returns is what the follow-up calls take (clients and
+#: Schemathesis' stateful tests follow them)
+_JOB_LINKS: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "the job, stored (it runs in the background)",
+        "links": {
+            "GetJob": {
+                "operationId": "get_job_v1_jobs__job_id__get",
+                "parameters": {"job_id": "$response.body#/id"},
+            },
+            "GetJobContent": {
+                "operationId": "job_content_v1_jobs__job_id__content_get",
+                "parameters": {"job_id": "$response.body#/id"},
+            },
+        },
+    }
+}
+
+
+@router.post("/jobs", status_code=202, responses=_JOB_LINKS)
 async def create_job(
     body: JobCreate, request: Request, key: Annotated[KeyInfo, Depends(caller)]
 ) -> Response:

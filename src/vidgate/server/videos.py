@@ -315,7 +315,9 @@ def build(
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ApiError(400, "missing_prompt", "prompt is required", param="prompt")
-    model = body.get("model") or "auto"
+    model = body.get("model")
+    if model is None or model == "":
+        model = "auto"
     if not isinstance(model, str) or len(model) > 128:
         raise ApiError(
             400,
@@ -324,7 +326,9 @@ def build(
             "(GET /v1/models lists them)",
             param="model",
         )
-    extra = body.get("vidgate") or {}
+    extra = body.get("vidgate")
+    if extra is None:
+        extra = {}
     if not isinstance(extra, dict):
         raise ApiError(400, "invalid_vidgate", "vidgate must be an object of request fields")
     extra = dict(extra)
@@ -477,7 +481,24 @@ _CREATE_BODY: dict[str, Any] = {
 }
 
 
-@router.post("", status_code=200, openapi_extra=_CREATE_BODY)
+#: OpenAPI links from a create to the calls that take its id (followed by Schemathesis'
+#: stateful tests, and by any client generator that reads links)
+_VIDEO_LINKS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the video object, queued",
+        "links": {
+            name: {"operationId": op, "parameters": {"video_id": "$response.body#/id"}}
+            for name, op in (
+                ("RetrieveVideo", "retrieve_video_v1_videos__video_id__get"),
+                ("DeleteVideo", "delete_video_v1_videos__video_id__delete"),
+                ("DownloadVideo", "download_video_v1_videos__video_id__content_get"),
+            )
+        },
+    }
+}
+
+
+@router.post("", status_code=200, openapi_extra=_CREATE_BODY, responses=_VIDEO_LINKS)
 async def create_video(request: Request, key: Annotated[KeyInfo, Depends(caller)]) -> Response:
     gw = gateway(request)
     body, image, raw = await _parse_create(request)
