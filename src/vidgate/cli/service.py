@@ -12,6 +12,7 @@ from rich.table import Table
 from vidgate.cli.common import JsonOpt, SandboxOpt, console, err_console, print_json, settings_from
 from vidgate.cli.output import print_table
 from vidgate.errors import ConfigError
+from vidgate.extras import require
 from vidgate.gateway import Gateway
 from vidgate.settings import Settings
 
@@ -57,6 +58,7 @@ def serve(
     By default the API and its workers run as separate processes under one supervisor: one
     command, one Ctrl-C, a dead process restarted (and /readyz failing while a worker is
     down). The worker's polling then never takes CPU from the API's requests."""
+    require("server")
     settings = settings_from(sandbox)
     if no_worker:
         workers = 0
