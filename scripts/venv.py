@@ -3,6 +3,7 @@
     python3 scripts/venv.py sync [--extras dev,server] [--venv .venv]
     python3 scripts/venv.py lock [--upgrade]
     python3 scripts/venv.py latest [--venv .venv-latest]   # newest releases, outside CI
+    python3 scripts/venv.py check                          # exit 1 if the lock is stale
 
 ``uv`` resolves (``uv.lock``, universal over the Python versions we support) and installs,
 because it is fast and exact. It is bootstrapped into the venv at a pinned version with pip,
@@ -93,14 +94,19 @@ def lock_is_current(uv: Path) -> bool:
     return out.returncode == 0
 
 
+def check(venv: Path) -> int:
+    if lock_is_current(ensure_uv(venv)):
+        return 0
+    print(
+        "pyproject.toml and uv.lock disagree: run `make lock` and commit uv.lock", file=sys.stderr
+    )
+    return 1
+
+
 def sync(venv: Path, extras: list[str]) -> int:
-    uv = ensure_uv(venv)
-    if not lock_is_current(uv):
-        print(
-            "pyproject.toml and uv.lock disagree: run `make lock` and commit uv.lock",
-            file=sys.stderr,
-        )
+    if check(venv):
         return 1
+    uv = ensure_uv(venv)
     stamp = venv / ".vidgate-sync"
     key = hashlib.sha256(
         LOCK.read_bytes() + (ROOT / "pyproject.toml").read_bytes() + ",".join(extras).encode()
@@ -122,8 +128,15 @@ def sync(venv: Path, extras: list[str]) -> int:
     wanted = requested_pip_packages(extras)
     for name in wanted:
         if name in versions:
-            run(py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                f"{name}=={versions[name]}")
+            run(
+                py,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                f"{name}=={versions[name]}",
+            )
     stamp.write_text(key)
     return 0
 
@@ -134,8 +147,10 @@ def requested_pip_packages(extras: list[str]) -> list[str]:
     specs = list(meta.get("dependencies", []))
     for extra in extras:
         specs += meta.get("optional-dependencies", {}).get(extra, [])
-    names = {s.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip()
-             for s in specs}
+    names = {
+        s.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip()
+        for s in specs
+    }
     return [n for n in PIP_INSTALLED if n in names]
 
 
@@ -161,15 +176,17 @@ def latest(venv: Path, extras: list[str]) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["sync", "lock", "latest"])
+    ap.add_argument("command", choices=["sync", "lock", "latest", "check"])
     ap.add_argument("--venv", default=".venv")
     ap.add_argument("--extras", default="dev,server")
     ap.add_argument("--upgrade", action="store_true")
     args = ap.parse_args()
-    venv = (ROOT / args.venv).resolve()
+    venv = (Path.cwd() / args.venv).resolve()
     extras = [e for e in args.extras.split(",") if e]
     if args.command == "sync":
         return sync(venv, extras)
+    if args.command == "check":
+        return check(venv)
     if args.command == "lock":
         return lock(venv, args.upgrade)
     return latest(venv, extras)
