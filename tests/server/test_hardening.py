@@ -145,6 +145,9 @@ JOBS_CASES: dict[str, tuple[bytes, tuple[str, ...]]] = {
         ("offerings",),
     ),
     "syntax": (b'{"request": {"prompt": "x",}}', ("not valid JSON", "line 1, column 28")),
+    "not-object": (b"[1, 2]", ("must be a JSON object",)),
+    "null": (b"null", ("must be a JSON object",)),
+    "empty": (b"", ("is empty",)),
     "syntax-multiline": (b'{\n  "request": {\n    "prompt" "x"\n}}', ("line 3, column 14",)),
     "not-an-image": (
         json.dumps(

@@ -98,6 +98,12 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
     field = ".".join(loc) or None
+    if field is None and tuple(err.get("loc", ())) == ("body",):
+        # the body as a whole: pydantic's words ("Input should be a valid dictionary or
+        # object to extract fields from") do not say what to send instead
+        if err.get("type") == "missing":
+            return "the request body is empty; send a JSON object (application/json)", None
+        return "the request body must be a JSON object, sent as application/json", None
     msg = str(err.get("msg", "invalid request")).removeprefix("Value error, ")
     return (f"{field}: {msg}" if field else msg), field
 
