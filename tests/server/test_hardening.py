@@ -514,3 +514,40 @@ def test_keys_create_admin_flag_is_stored_on_the_key(tmp_path: Path) -> None:
         assert (n.tenant, n.admin) == ("admin", False)
     finally:
         gw.close()
+
+
+def test_migration_keeps_existing_keys_non_admin(tmp_path: Path) -> None:
+    """A database from before the admin flag: its keys (one of a tenant named "admin"
+    included) come out of the upgrade as ordinary keys; the migrations have one head."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import text
+
+    from vidgate.billing.accounts import Accounts, hash_key
+    from vidgate.jobs import db
+    from vidgate.jobs.store import JobStore
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    assert len(ScriptDirectory.from_config(cfg).get_heads()) == 1
+    engine = db.make_engine(url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")  # the schema before 0004_key_admin
+        conn.execute(
+            text(
+                "INSERT INTO api_keys (id, tenant, key_hash, prefix, revoked, created_at) "
+                "VALUES ('key_old', 'admin', :h, 'vg_old', 0, '2026-01-01 00:00:00')"
+            ),
+            {"h": hash_key("vg_old-key")},
+        )
+    engine.dispose()
+    store = JobStore(url)  # opening the store upgrades to head
+    try:
+        info = Accounts(store).authenticate("vg_old-key")
+        assert info is not None
+        assert (info.tenant, info.admin) == ("admin", False)
+    finally:
+        store.close()
