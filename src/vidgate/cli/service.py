@@ -137,7 +137,14 @@ def _run_api(
     # log_config=None: uvicorn keeps the logging the CLI set up (plain, or JSON on request);
     # no access log: a line per request costs CPU that belongs to requests.
     if fd is not None:
-        uvicorn.run(app, fd=fd, log_config=None, access_log=False)
+        import socket
+
+        # Not uvicorn's fd= option: it wraps the descriptor as an AF_UNIX socket, so asyncio
+        # never sets TCP_NODELAY on accepted connections and every small response waits
+        # ~40 ms for a delayed ACK. socket(fileno=) reads the real family from the kernel.
+        sock = socket.socket(fileno=fd)
+        config = uvicorn.Config(app, log_config=None, access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
     else:
         uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
