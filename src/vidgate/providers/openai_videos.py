@@ -35,6 +35,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
+from vidgate.providers.lookup import Listed, Listing, Page, unix
 from vidgate.providers.options import OptionField, priced
 from vidgate.types import ReferenceRole, VideoRequest
 
@@ -109,6 +110,45 @@ class OpenAIVideos(Provider):
             body["input_reference"] = {"image_url": first[0].url}
         body.update(request.provider_options.get(offering.provider, {}))
         return body
+
+    # -- reconciliation by lookup (providers/lookup.py): §1 ``GET /videos`` ----------------
+
+    #: ``after``-cursor paging, newest first (``order=desc``); a Video shows its model,
+    #: prompt, size and seconds. Visibility: 5 s of margin (UNCONFIRMED by the docs).
+    listing: ClassVar[Listing | None] = Listing(visibility_s=5.0)
+
+    def listed_inputs(self, request: VideoRequest, offering: Offering) -> dict[str, Any]:
+        body = self.body(request, offering)
+        return {k: body[k] for k in ("model", "prompt", "seconds", "size")}
+
+    async def list_page(self, offering: Offering, cursor: str | None) -> Page:
+        params = {"limit": "100", "order": "desc"} | ({"after": cursor} if cursor else {})
+        creds = tuple(offering.credential_env)
+        resp = await send(
+            self.client,
+            "GET",
+            f"{self.base_url}/videos",
+            provider=self.protocol,
+            params=params,
+            headers=self._headers(creds),
+        )
+        self._raise(resp)
+        data = json_body(resp)
+        items: list[Listed] = []
+        for v in data.get("data") or []:
+            if not isinstance(v, dict) or not isinstance(v.get("id"), str):
+                continue
+            job = ProviderJob(
+                protocol=self.protocol,
+                offering_id=offering.id,
+                remote_id=v["id"],
+                base_url=self.base_url,
+                credential_ref=creds,
+            )
+            items.append(Listed(v["id"], unix(v.get("created_at")), v, job))
+        last = data.get("last_id")
+        more = data.get("has_more") is True and isinstance(last, str) and bool(items)
+        return Page(items, last if more else None)
 
     # -- errors ----------------------------------------------------------------------------
 

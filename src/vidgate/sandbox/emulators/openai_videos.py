@@ -239,18 +239,30 @@ def router(core: SandboxCore) -> APIRouter:
         return JSONResponse(_video(job), headers=headers_for(job))
 
     @r.get("/videos")
-    async def list_videos(request: Request, limit: int = 20) -> Response:
+    async def list_videos(
+        request: Request, limit: int = 20, order: str = "desc", after: str | None = None
+    ) -> Response:
+        """§1: ``limit`` 0..100, ``order`` asc|desc, ``after`` = the last id of the page
+        before; ``has_more`` says whether another page follows."""
         if (err := auth_error(request)) is not None:
             return err
-        jobs = core.store.list(PROTOCOL, limit=max(0, min(limit, 100)))
-        data = [_video(j) for j in jobs]
+        if order not in ("asc", "desc"):
+            message = f"Invalid order {order!r}; use asc or desc."
+            return _error(400, message, type_="invalid_request_error", param="order")
+        jobs = core.store.list(PROTOCOL, limit=10_000)  # newest first
+        if order == "asc":
+            jobs.reverse()
+        ids = [j.id for j in jobs]
+        start = ids.index(after) + 1 if after in ids else 0
+        size = core.page_size(max(0, min(limit, 100)))
+        data = [_video(j) for j in jobs[start : start + size]]
         return JSONResponse(
             {
                 "object": "list",
                 "data": data,
                 "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None,
-                "has_more": False,
+                "has_more": start + size < len(jobs),
             }
         )
 
