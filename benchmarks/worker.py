@@ -1,10 +1,12 @@
-"""One worker process holding thousands of in-flight jobs.
+"""One worker process (and then two) holding thousands of in-flight jobs.
 
 The sandbox runs as its own process (``vidgate sandbox serve``) and emulates one provider
 whose jobs take 60-120 s of real time; N jobs (10,000; ``--quick``: 1,000) are queued into a
 fresh database with :meth:`Gateway.submit`; then ONE ``vidgate worker --concurrency N``
-process submits them all upstream, polls them, downloads and stores every output. Sampled
-every half second: the worker's RSS (``VmRSS``) and CPU, and which jobs have left
+process submits them all upstream, polls them, downloads and stores every output; then the
+same with ``vidgate worker --processes 2 --concurrency N/2`` (two supervised processes sharing
+the queue). Sampled every half second: the workers' RSS (``VmRSS``, summed over the process
+tree: supervisor and workers) and CPU, and which jobs have left
 submitted/running. Afterwards the sandbox's own records give, for every remote job, the
 moment it completed (``created_at + latency_s``); the lag to our detection is measured three
 ways: the first sample that saw the job leave submitted/running (±0.5 s), the sandbox's
@@ -48,6 +50,8 @@ from benchmarks.common import (
     say,
     summary,
     table,
+    tree_cpu_seconds,
+    tree_pids,
     vidgate_cmd,
     wait_http,
 )
@@ -100,10 +104,12 @@ class Sampler:
 
     def sample(self) -> None:
         now = time.time()
-        kib = rss_kib(self.pid)
+        kib = tree_rss_kib(self.pid)
         if kib is not None:
             self.rss.append((now, kib))
-        self.cpu.append((now, cpu_seconds(self.pid) or 0.0, cpu_seconds(self.sandbox_pid) or 0.0))
+        self.cpu.append(
+            (now, tree_cpu_seconds(self.pid) or 0.0, cpu_seconds(self.sandbox_pid) or 0.0)
+        )
         try:
             rows = self._rows()
         except (sqlite3.Error, sa.exc.SQLAlchemyError):
@@ -123,6 +129,18 @@ class Sampler:
     @property
     def peak_rss_kib(self) -> int:
         return max((k for _, k in self.rss), default=0)
+
+
+def tree_rss_kib(pid: int) -> int | None:
+    """RSS of ``pid`` and its descendants (a supervisor and its worker processes)."""
+    sizes = [k for k in (rss_kib(p) for p in tree_pids(pid)) if k is not None]
+    return sum(sizes) if sizes else None
+
+
+def _worker_argv(n: int, processes: int) -> list[str]:
+    per_process = -(-n // processes)  # each holds its share of the jobs at once
+    argv = vidgate_cmd("worker", "--concurrency", str(per_process))
+    return argv + (["--processes", str(processes)] if processes > 1 else [])
 
 
 def _request(offering_id: str) -> VideoRequest:
@@ -178,7 +196,7 @@ def _peak_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
-def run_one(n: int, backend: str, options: Options) -> dict[str, Any]:
+def run_one(n: int, backend: str, options: Options, processes: int = 1) -> dict[str, Any]:
     poll_s = float(os.environ.get("VIDGATE_BENCH_POLL_INTERVAL_S", "30"))
     per_provider = os.environ.get("VIDGATE_BENCH_PER_PROVIDER")
     limit_s = float(os.environ.get("VIDGATE_BENCH_LIMIT_S", "390"))
@@ -194,7 +212,8 @@ def run_one(n: int, backend: str, options: Options) -> dict[str, Any]:
     sandbox_home = work / "sandbox-home"
     req0 = _request(OFFERING)
     say(
-        f"\n[{backend}] {n:,} jobs pinned to {OFFERING}; emulated latency p50 "
+        f"\n[{backend}, {processes} worker process(es)] {n:,} jobs pinned to {OFFERING}; "
+        f"emulated latency p50 "
         f"{LATENCY_P50_S:g} s, p90 {LATENCY_P90_S:g} s; worker poll floor "
         f"VIDGATE_POLL_INTERVAL_S={poll_s:g}; work dir {work}"
     )
@@ -218,16 +237,22 @@ def run_one(n: int, backend: str, options: Options) -> dict[str, Any]:
             VIDGATE_POLL_INTERVAL_S=f"{poll_s:g}",
         )
 
-        # baseline: an idle worker's RSS (imports, catalog, an empty claim loop)
+        # baseline: idle workers' RSS (imports, catalog, an empty claim loop; with
+        # --processes, the supervisor too), the same command as the run
         idle_db = f"sqlite:///{work / 'idle' / 'vidgate.db'}"
         with Proc(
             "idle-worker",
-            vidgate_cmd("worker", "--concurrency", str(n)),
+            _worker_argv(n, processes),
             {**env, "VIDGATE_HOME": str(work / "idle"), "VIDGATE_DATABASE_URL": idle_db},
             work,
         ) as idle:
+            want = 1 if processes == 1 else processes + 1
+            for _ in range(120):
+                if len(tree_pids(idle.pid)) >= want:
+                    break
+                time.sleep(0.25)
             time.sleep(6)
-            idle_kib = rss_kib(idle.pid) or 0
+            idle_kib = tree_rss_kib(idle.pid) or 0
 
         # queue the jobs (route, reserve, insert: the same path as `vidgate submit`)
         gw = Gateway(
@@ -246,7 +271,7 @@ def run_one(n: int, backend: str, options: Options) -> dict[str, Any]:
             f"{idle_kib / 1024:.0f} MiB"
         )
 
-        argv = vidgate_cmd("worker", "--concurrency", str(n))
+        argv = _worker_argv(n, processes)
         profile = os.environ.get("VIDGATE_BENCH_PROFILE")
         if profile:  # the worker's main thread under cProfile (stats written on exit)
             argv = [argv[0], "-m", "cProfile", "-o", profile, "-m", *argv[2:]]
@@ -283,7 +308,7 @@ def run_one(n: int, backend: str, options: Options) -> dict[str, Any]:
                 break
         stopped = time.time()
         run_s = stopped - started
-        worker_cpu = cpu_seconds(worker.pid) or 0.0
+        worker_cpu = tree_cpu_seconds(worker.pid) or 0.0
         sandbox_cpu = cpu_seconds(sandbox.pid) or 0.0
         worker.stop(timeout=30)
         stats = httpx.get(f"{sandbox_url}/sandbox/stats", timeout=30).json()
@@ -301,6 +326,7 @@ def run_one(n: int, backend: str, options: Options) -> dict[str, Any]:
     figures.update(
         {
             "backend": backend,
+            "processes": processes,
             "offering": OFFERING,
             "latency_profile_s": {"p50": LATENCY_P50_S, "p90": LATENCY_P90_S},
             "poll_interval_s": poll_s,
@@ -500,10 +526,36 @@ def _report(f: dict[str, Any]) -> None:
 
 def run(options: Options) -> dict[str, Any]:
     n = options.jobs or (1_000 if options.quick else 10_000)
-    heading(f"worker: one process holding {n:,} in-flight sandbox jobs")
+    heading(f"worker: one and two processes holding {n:,} in-flight sandbox jobs")
     out: dict[str, Any] = {}
     for backend in ["sqlite"] + (["postgresql"] if options.pg else []):
-        f = run_one(n, backend, options)
-        _report(f)
-        out[backend] = f
+        for processes in (1, 2):
+            f = run_one(n, backend, options, processes)
+            _report(f)
+            out[backend if processes == 1 else f"{backend}, {processes} processes"] = f
+    _side_by_side(out)
     return out
+
+
+def _side_by_side(out: dict[str, Any]) -> None:
+    say("\n  side by side (lag: remote job completed → output stored, seconds):")
+    rows = []
+    for name, f in out.items():
+        lag = f["lag_stored_s"]
+        rows.append(
+            [
+                name,
+                f"{f['finished_ok']:,}/{f['jobs']:,}",
+                fmt(lag.get("p50"), 2),
+                fmt(lag.get("p99"), 2),
+                f"{lag.get('not_by_end', 0):,}",
+                fmt(f.get("rss_per_in_flight_job_kib"), 1),
+                f"{f['worker_cpu_s']:.0f}",
+            ]
+        )
+    say(
+        table(
+            ["run", "succeeded", "lag p50", "lag p99", "not by end", "KiB/job", "worker CPU s"],
+            rows,
+        )
+    )
