@@ -35,6 +35,12 @@ check: lint typecheck test
 
 bench: venv
 	$(PY) -m benchmarks $(BENCH_ARGS)
+	@$(PY) scripts/mutate.py --summary || true
+
+# Mutation testing (mutmut 3) over the money, crash and security paths; not part of CI's gate.
+# `make mutate MUTATE_ARGS="net billing"` narrows it; MUTATE_ARGS=--changed for a change's files.
+mutate: venv
+	$(PY) scripts/mutate.py $(MUTATE_ARGS)
 
 # The suite against the newest releases of every dependency, in its own venv; outside CI's
 # gate, so upstream drift is seen when we choose to look rather than when it breaks a stop.

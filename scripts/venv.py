@@ -65,8 +65,16 @@ def uv_env() -> dict[str, str]:
     return env
 
 
+def _accelerator_runtime(name: str) -> bool:
+    """Packages that only PyPI's CUDA build of torch needs (nvidia-*, cuda-*, triton)."""
+    return name.startswith(("nvidia-", "cuda-")) or name == "triton"
+
+
 def pip_only_packages() -> tuple[set[str], dict[str, str]]:
-    """Names left out of the uv export, and the locked versions of those pip installs."""
+    """Names left out of the uv export, and the locked versions of those pip installs.
+
+    torch reaches its CUDA runtime through extras of other packages (cuda-toolkit[cublas,...]
+    → nvidia-*), so the whole accelerator closure is followed, extras included."""
     lock = tomllib.loads(LOCK.read_text())
     packages = {p["name"]: p for p in lock.get("package", [])}
     leave_out: set[str] = set()
@@ -77,11 +85,18 @@ def pip_only_packages() -> tuple[set[str], dict[str, str]]:
             continue
         versions[name] = pkg["version"]
         leave_out.add(name)
-        for dep in pkg.get("dependencies", []):
-            # The accelerator runtime that only PyPI's CUDA build needs.
-            dep_name = dep["name"]
-            if dep_name.startswith(("nvidia-", "cuda-")) or dep_name == "triton":
-                leave_out.add(dep_name)
+        todo = [pkg]
+        while todo:
+            current = todo.pop()
+            deps = list(current.get("dependencies", []))
+            for extra_deps in current.get("optional-dependencies", {}).values():
+                deps += extra_deps
+            for dep in deps:
+                dep_name = dep["name"]
+                if _accelerator_runtime(dep_name) and dep_name not in leave_out:
+                    leave_out.add(dep_name)
+                    if dep_name in packages:
+                        todo.append(packages[dep_name])
     return leave_out, versions
 
 
