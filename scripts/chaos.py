@@ -118,6 +118,10 @@ def _with_sandbox(args: argparse.Namespace, mode: str | None, fn: Any) -> int:
         ],
     }
     if mode is not None:
+        # 60 creates at once on a shared 2-core machine take seconds to answer: a 2 s limit
+        # would make load, not crashes, the source of ambiguity. Dropped responses still
+        # time out (the sandbox hangs them for hang_s, then closes the connection).
+        env["VIDGATE_HTTP_TIMEOUT_S"] = "10"
         # The bursts isolate the crash windows: only dropped create responses are injected.
         # SIGTERM bursts inject none: they prove a graceful restart alone parks nothing.
         rate = args.drop_rate if "kill" in mode else 0.0

@@ -74,19 +74,28 @@ def delivered_charge(job: Job, attempt: Attempt, offering: Offering | None) -> C
     got_res = _resolution_of(video) or asked_res
     got_dur = float(video.duration_s)
     longer = got_dur > asked_dur * (1 + DURATION_TOLERANCE)
-    larger = got_res.short_side > asked_res.short_side
+    # A class up only when the frame is clearly bigger: providers round 720p to 768p and
+    # pad 1080 to 1088 on their own, and bill those as asked.
+    larger = (
+        got_res.short_side > asked_res.short_side
+        and min(video.width or 0, video.height or 0) > asked_res.short_side * 1.1
+    )
     if not (longer or larger):
         return Charge("charge", estimate)
-    price = price_of(offering, got_res, got_dur if longer else asked_dur, video.has_audio)
-    if price <= estimate:
-        return Charge("charge", estimate)
+    dur = got_dur if longer else asked_dur
+    # A resolution the offering has no price for is billed at the asked one's rate.
+    price = price_of(offering, got_res, dur, video.has_audio) or price_of(
+        offering, asked_res, dur, video.has_audio
+    )
     # What the other attempts already hold out of the reservation is not ours to take.
     held = job.reserved_usd
     others = sum(
         a.cost_usd or 0.0 for a in job.attempts if a.n != attempt.n and a.cost_usd is not None
     )
     cap = None if held is None else max(estimate, held - others)
-    billed = price if cap is None else min(price, cap)
+    # Never below the estimate (the provider bills at least what was asked), never above
+    # what the job holds; a clip priced the same either way (per-clip prices) is still noted.
+    billed = round(max(estimate, price if cap is None else min(price, cap)), 6)
     note = {
         "attempt": attempt.n,
         "reason": "delivered differs from what was priced",
@@ -99,7 +108,7 @@ def delivered_charge(job: Job, attempt: Attempt, offering: Offering | None) -> C
             "usd": price,
         },
         "charged_usd": billed,
-        "uncovered_usd": round(price - billed, 6),
+        "uncovered_usd": round(max(0.0, price - billed), 6),
     }
     return Charge("charge", billed, note)
 

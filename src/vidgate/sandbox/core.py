@@ -32,6 +32,7 @@ FaultKind = Literal[
     "content_rejected",  # the job fails with a moderation error
     "fail",  # the job fails with an internal error at the end
     "poll_unavailable",  # 503 on status calls
+    "oversize",  # the clip delivered is longer and larger than asked (billing must follow)
 ]
 #: the one credential every emulator refuses (401/403 in the provider's own error shape)
 INVALID_CREDENTIAL = "invalid-key"
@@ -159,6 +160,15 @@ class SandboxCore:
         latency = self.draw_latency(
             offering, float(params["duration_s"]), int(params["width"]) * int(params["height"])
         )
+        if self.pick_fault(protocol, model, {"oversize"}) is not None:
+            # 1.6x the duration and ~1.5x the frame (multiples of 16): what a provider does
+            # when a pass-through option overrides what was asked (and priced).
+            params = {
+                **params,
+                "duration_s": round(float(params["duration_s"]) * 1.6, 3),
+                "width": int(params["width"]) * 3 // 32 * 16,
+                "height": int(params["height"]) * 3 // 32 * 16,
+            }
         fault = self.pick_fault(protocol, model, {"content_rejected", "fail"})
         outcome = f"fail:{fault.kind}" if fault else "ok"
         if _looks_unsafe(str(body.get("prompt", ""))):
