@@ -416,6 +416,10 @@ class Attempt(BaseModel):
     error: dict[str, Any] | None = None
     estimated_cost_usd: float
     cost_usd: float | None = None  # what the provider bills for this attempt
+    #: what the provider itself reported for this attempt, as read from its final status:
+    #: {"amount", "unit" (usd|credits|tokens|hardware_seconds), "field", "usd" (or None
+    #: where the catalog has no rate for the unit)}; settles the charge where usd is known
+    reported_cost: dict[str, Any] | None = None
 
 
 class Job(BaseModel):

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from vidgate.billing.reported import reported_vs_estimated
 from vidgate.errors import BudgetExceeded, InvalidRequest
 from vidgate.jobs import db
 from vidgate.jobs.store import JobStore
@@ -166,6 +167,7 @@ class Accounts:
             if tenant is not None:
                 lq = lq.where(led.c.tenant == tenant)
             rows = conn.execute(lq).all()
+        reported = reported_vs_estimated(self.engine, tenant)
         out: dict[str, dict[str, Any]] = {}
         for tid, row in tenants.items():
             out[tid] = {
@@ -188,7 +190,12 @@ class Accounts:
                     "spent_usd": 0.0,
                 },
             )
-            entry["by_offering"][oid] = {"usd": round(float(amount), 6), "clips": int(n)}
+            entry["by_offering"][oid] = {
+                "usd": round(float(amount), 6),
+                "clips": int(n),
+                # beside the charge: our estimate, and what the provider itself reported
+                **reported.get(tid, {}).get(oid, {}),
+            }
             entry["spent_usd"] += float(amount)
         for entry in out.values():
             entry["spent_usd"] = round(entry["spent_usd"], 6)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vidgate.catalog.schema import Offering
+from vidgate.providers.base import ReportedCost
 from vidgate.types import Asset, Attempt, AttemptState, Job, Resolution
 
 #: relative duration difference tolerated before a delivery is re-priced (containers round
@@ -113,6 +114,52 @@ def delivered_charge(job: Job, attempt: Attempt, offering: Offering | None) -> C
     return Charge("charge", billed, note)
 
 
+def reported_cost(reported: ReportedCost | None, offering: Offering) -> dict[str, Any] | None:
+    """What the provider reported for an attempt, as stored on it (``Attempt.reported_cost``),
+    with its dollar value where the offering's catalog rates convert the unit."""
+    if reported is None:
+        return None
+    return {
+        "amount": reported.amount,
+        "unit": reported.unit,
+        "field": reported.field,
+        "usd": reported.usd(offering),
+    }
+
+
+def reported_charge(job: Job, attempt: Attempt) -> Charge | None:
+    """Charge at what the provider reported, where it reported a cost we can price: the
+    estimate stays on the attempt beside it. Above what the job holds in reservation (the
+    estimate, where no budget holds anything) it is charged in full and flagged
+    (``over_reservation``), never capped."""
+    rep = attempt.reported_cost
+    if rep is None or rep.get("usd") is None:
+        return None
+    usd = round(float(rep["usd"]), 6)
+    held = job.reserved_usd
+    others = sum(
+        a.cost_usd or 0.0 for a in job.attempts if a.n != attempt.n and a.cost_usd is not None
+    )
+    # without a budget nothing is held: the estimate is what the job was promised to cost
+    room = round(
+        attempt.estimated_cost_usd
+        if held is None
+        else max(attempt.estimated_cost_usd, held - others),
+        6,
+    )
+    over = usd > room + 1e-9
+    note = {
+        "attempt": attempt.n,
+        "reason": "provider-reported cost",
+        "reported": rep,
+        "estimate_usd": attempt.estimated_cost_usd,
+        "charged_usd": usd,
+        "over_reservation": over,
+        "reservation_room_usd": room,
+    }
+    return Charge("charge", usd, note)
+
+
 def attempt_charge(
     job: Job,
     attempt: Attempt,
@@ -128,9 +175,20 @@ def attempt_charge(
     A provider-reported cost, where an adapter reads one, belongs here too: it replaces the
     list price of a delivered clip."""
     if state is AttemptState.SUCCEEDED:
-        if not delivered:
-            return Charge("charge", attempt.estimated_cost_usd)
-        return delivered_charge(job, attempt, offering)
+        seen = (
+            delivered_charge(job, attempt, offering)
+            if delivered
+            else Charge("charge", attempt.estimated_cost_usd)
+        )
+        if (reported := reported_charge(job, attempt)) is not None:
+            # What the provider says it billed wins, delivered or not; a delivery that differs
+            # from what was priced is still flagged beside it.
+            if seen.note is not None and reported.note is not None:
+                return Charge(
+                    "charge", reported.amount_usd, {**reported.note, "delivery": seen.note}
+                )
+            return reported
+        return seen
     if state in (AttemptState.AMBIGUOUS, AttemptState.ABANDONED):
         return Charge("pending", attempt.estimated_cost_usd)
     # A refused create, a failed generation, a cancelled job: providers do not bill them.

@@ -46,7 +46,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from vidgate.billing.settle import attempt_charge
+from vidgate.billing.settle import attempt_charge, reported_cost
 from vidgate.catalog.loader import Catalog
 from vidgate.catalog.schema import Offering
 from vidgate.errors import (
@@ -667,6 +667,7 @@ class JobDriver:
             elapsed = (_now() - attempt.started_at).total_seconds()
             if status.state is RemoteState.SUCCEEDED:
                 self._health(offering.id, None, at_create=False)
+                attempt.reported_cost = reported_cost(status.reported_cost, offering)
                 await self._download(claim, idx, adapter, pj, on_progress)
                 return True, None
             if status.state is RemoteState.FAILED:

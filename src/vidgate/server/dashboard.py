@@ -66,6 +66,9 @@ def _cost(spend: list[dict[str, Any]], tenant: str) -> dict[str, Any]:
             agg = by_offering.setdefault(oid, {"offering": oid, "usd": 0.0, "clips": 0})
             agg["usd"] += row["usd"]
             agg["clips"] += row["clips"]
+            # reported vs estimated (billing/reported.py): what providers said they charged
+            for k in ("estimated_usd", "reported_usd", "reported_clips", "over_reservation"):
+                agg[k] = round(agg.get(k, 0) + row.get(k, 0), 6)
     offerings = sorted(
         ({**v, "usd": round(v["usd"], 6)} for v in by_offering.values()),
         key=lambda v: (-v["usd"], v["offering"]),
