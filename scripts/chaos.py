@@ -367,8 +367,16 @@ def burst(
     restarts = args.burst_kills + 3
     for n in range(restarts):
         workers = _spawn(env, procs)
-        # The first restarts land in the burst's first seconds, the rest at random later.
-        time.sleep(rng.uniform(0.4, 1.5) if n < args.burst_kills else rng.uniform(1.5, 4.0))
+        # Wait until the workers are up (their heartbeat row: claims follow at once), so the
+        # kill lands in the burst's first second of work rather than in Python's start-up.
+        pids = {w.pid for w in workers}
+        until = time.monotonic() + 60
+        while time.monotonic() < until and not pids & {
+            r["pid"] for r in gw.store.live_workers(within_s=30)
+        }:
+            time.sleep(0.05)
+        # The first restarts land in the burst's first second, the rest at random later.
+        time.sleep(rng.uniform(0.1, 1.0) if n < args.burst_kills else rng.uniform(1.5, 4.0))
         for w in workers:
             w.send_signal(sig)
         for w in workers:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,17 +15,26 @@ import sqlalchemy as sa
 from tests.conftest import sandbox_settings
 from tests.jobs.conftest import make_job
 from vidgate.billing.accounts import Accounts
-from vidgate.catalog.loader import Catalog
-from vidgate.errors import AmbiguousSubmission
+from vidgate.catalog.loader import Catalog, load_catalog
+from vidgate.errors import AmbiguousSubmission, ProviderTimeout
 from vidgate.gateway import Gateway
 from vidgate.jobs import db
 from vidgate.jobs.driver import SendPermit
 from vidgate.jobs.reconcile import explain, reconcile
 from vidgate.jobs.store import JobStore
 from vidgate.jobs.worker import Worker, WorkerConfig
+from vidgate.providers.base import ProviderJob
 from vidgate.sandbox.app import SandboxServer
 from vidgate.sandbox.core import FaultConfig, FaultRule
 from vidgate.types import AttemptState, JobState, VideoRequest
+
+
+@pytest.fixture
+def real_sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
+    """The sandbox with the shipped catalog (providers with and without cancel)."""
+    server = SandboxServer(tmp_path / "sandbox-real", load_catalog(), time_scale=0.004).start()
+    yield server
+    server.stop()
 
 
 def _gw(tmp_path: Path, mini_catalog: Catalog, sandbox: SandboxServer, **kw: object) -> Gateway:
@@ -320,4 +330,66 @@ async def test_reconcile_adopt_resubmit_abandon_keep_the_money_right(
     with pytest.raises(Exception, match="not needs_reconciliation"):
         reconcile(gw.store, gw.catalog, gw.for_offering, abandon_id, "abandon")
     assert sandbox.core.store.stats()["creates"] == 2  # the adopted one and the resent one
+    gw.close()
+
+
+# -- 4. an abandoned attempt is never a free second job -----------------------------------
+
+
+async def _submitted(gw: Gateway, offering_id: str, prompt: str):  # type: ignore[no-untyped-def]
+    job = gw.submit(
+        VideoRequest(prompt=prompt, duration_s=5, resolution="720p"), pinned=[offering_id]
+    )
+    w = gw.worker(WorkerConfig(deliver_webhooks=False))
+    [claim] = gw.store.claim("stall-test", job_id=job.id)
+    assert await w.driver._submit(claim, gw.catalog.offering(offering_id), None) is None
+    a = claim.job.attempts[-1]
+    pj = ProviderJob.model_validate(a.provider_job)
+    return w.driver, claim, pj, gw.for_job(pj)
+
+
+async def test_a_stalled_attempt_is_cancelled_where_the_provider_can(
+    tmp_path, real_sandbox
+) -> None:
+    gw = Gateway(sandbox_settings(tmp_path / "h", real_sandbox.url))
+    driver, claim, pj, adapter = await _submitted(gw, "wan-2.1-replicate", "stalls, cancelled")
+    assert adapter.supports_cancel
+    stall = ProviderTimeout("no progress within 1s")
+    assert await driver._give_up(claim, 0, adapter, pj, stall) == (False, stall)
+    a = claim.job.attempts[0]
+    assert a.state is AttemptState.FAILED
+    assert [(r["kind"], r["amount_usd"]) for r in gw.store.ledger(job_id=claim.job.id)] == [
+        ("void", 0.0)
+    ]
+    assert real_sandbox.core.store.get(pj.remote_id).canceled_at is not None
+    await gw.aclose()
+    gw.close()
+
+
+async def test_a_stalled_attempt_that_cannot_be_cancelled_is_followed_and_billed(
+    tmp_path, real_sandbox
+) -> None:
+    gw = Gateway(sandbox_settings(tmp_path / "h", real_sandbox.url))
+    driver, claim, pj, adapter = await _submitted(gw, "kling-3.0-kling", "stalls, followed")
+    assert not adapter.supports_cancel
+    driver.fallback_on_stall = False  # the policy says wait: nothing is given up
+    assert await driver._give_up(claim, 0, adapter, pj, ProviderTimeout("slow")) is None
+    assert claim.job.attempts[0].state is AttemptState.SUBMITTED
+    driver.fallback_on_stall = True  # the policy says move on: abandoned, booked pending
+    assert await driver._give_up(claim, 0, adapter, pj, ProviderTimeout("slow")) is not None
+    a = claim.job.attempts[0]
+    assert a.state is AttemptState.ABANDONED
+    assert claim.job.state is JobState.ROUTING
+    assert [r["kind"] for r in gw.store.ledger(job_id=claim.job.id)] == ["pending"]
+    for _ in range(400):  # the remote job runs on; the driver follows it to its end
+        await driver._trail(claim)
+        if a.cost_usd is not None:
+            break
+        await asyncio.sleep(0.05)
+    rows = gw.store.ledger(job_id=claim.job.id)
+    # one remote job ran and succeeded: one row, now a charge at its price
+    assert [(r["attempt_n"], r["kind"]) for r in rows] == [(1, "charge")]
+    assert rows[0]["amount_usd"] == pytest.approx(a.estimated_cost_usd)
+    assert real_sandbox.core.store.stats()["creates"] == 1
+    await gw.aclose()
     gw.close()
