@@ -331,8 +331,12 @@ def _vidgate(
     port = free_port()
     argv = vidgate_cmd("serve", "--port", str(port), *args)
     proc = Proc(name, argv, env, work)
-    # /readyz, not /healthz: under the supervisor it also waits for the worker process
-    wait_http(f"http://127.0.0.1:{port}/readyz", proc)
+    try:
+        # /readyz, not /healthz: under the supervisor it also waits for the worker process
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=240)
+    except BaseException:
+        proc.stop()  # never leave a server (and its supervised children) running
+        raise
     return proc, Target(name, f"http://127.0.0.1:{port}/v1", key, "auto", proc.pid, note)
 
 
