@@ -288,6 +288,9 @@ async def test_reconcile_adopt_resubmit_abandon_keep_the_money_right(
     abandon_id = await _parked(gw, "abandon me")
     t = gw.accounts.tenant("ops")
     assert t["reserved_usd"] == pytest.approx(1.20)  # each parked job keeps its $0.40 hold
+    [spend] = gw.accounts.spend("ops")
+    assert spend["pending_usd"] == pytest.approx(1.20)  # and counts in spend until resolved
+    assert spend["spent_usd"] == pytest.approx(1.20)
     assert [r["kind"] for r in gw.store.ledger(job_id=adopt_id)] == ["pending"]
     p = explain(gw.store.get(adopt_id), gw.catalog)
     assert p.provider == "openai"
@@ -325,6 +328,9 @@ async def test_reconcile_adopt_resubmit_abandon_keep_the_money_right(
     t = gw.accounts.tenant("ops")
     assert t["reserved_usd"] == pytest.approx(0.0)
     assert t["spent_usd"] == pytest.approx(1.20)  # three clips' worth, each booked once
+    [spend] = gw.accounts.spend("ops")
+    assert spend["pending_usd"] == pytest.approx(0.0)
+    assert spend["spent_usd"] == pytest.approx(1.20)
     charged = sum(r["amount_usd"] for r in gw.store.ledger(tenant="ops") if r["kind"] == "charge")
     assert charged == pytest.approx(1.20)
     with pytest.raises(Exception, match="not needs_reconciliation"):
