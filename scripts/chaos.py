@@ -388,6 +388,14 @@ def burst(
         done = sum(gw.store.get(i).state.terminal for i in ids)
         print(f"  restart {n + 1:2d}: {sig.name} after a burst second; {done}/{len(ids)} terminal")
 
+    during = httpx.get(f"{sandbox_url}/sandbox/stats", timeout=10).json()["creates"]
+    submitting = sum(
+        1 for i in ids for a in gw.store.get(i).attempts if a.state is AttemptState.SUBMITTING
+    )
+    print(
+        f"  after the restarts: {during} creates had reached the sandbox; "
+        f"{submitting} intents without an id were left"
+    )
     final = _spawn(env, procs)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not all(gw.store.get(i).state.terminal for i in ids):
