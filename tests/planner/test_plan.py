@@ -56,7 +56,7 @@ def volume(
         ("hailuo-2.3-minimax", "{resolution: 1080p}", 90_000.00, 1_080_000.00),
         ("sora-2-openai", "{}", 150_000.00, 1_800_000.00),  # Sora 2 $0.10
         ("runway-gen-4.5-aleph-runway", "{}", 225_000.00, 2_700_000.00),  # Aleph $0.15
-        ("veo-3.1-gemini", "{}", 600_000.00, 7_200_000.00),  # Veo 3.1 Standard $0.40
+        ("veo-3.1-vertex", "{}", 600_000.00, 7_200_000.00),  # Veo 3.1 Standard $0.40
     ],
 )
 def test_seed_000_volume_economics_to_the_cent(
@@ -89,10 +89,10 @@ def test_the_example_volume_workload(catalog: Catalog) -> None:
         "luma-ray-3.14-luma": 60_000.00,
         "sora-2-openai": 150_000.00,
         "runway-gen-4.5-aleph-runway": 225_000.00,
-        "veo-3.1-gemini": 600_000.00,
+        "veo-3.1-vertex": 600_000.00,
     }
     # the seed's "10x spread ... a $6.5M/year decision": $7.2M − $720k
-    veo = next(s for s in d["savings"] if s["against"] == "veo-3.1-gemini")
+    veo = next(s for s in d["savings"] if s["against"] == "veo-3.1-vertex")
     assert veo["saving_usd_per_year"] == 6_480_000.00
 
 
@@ -208,17 +208,17 @@ def test_named_baselines_report_savings_and_why_one_cannot_serve(
     catalog: Catalog, write: Write
 ) -> None:
     text = (EXAMPLES / "seed-000-platform-mix.yaml").read_text() + (
-        "baselines: [veo-3.1-gemini, runway-gen-4.5-aleph-runway]\n"
+        "baselines: [veo-3.1-vertex, runway-gen-4.5-aleph-runway]\n"
     )
     d = plan(load_workload(write(text), catalog), catalog, now=SEED_DAY).to_dict()
-    veo = next(b for b in d["baselines"] if b["offering"] == "veo-3.1-gemini")
+    veo = next(b for b in d["baselines"] if b["offering"] == "veo-3.1-vertex")
     assert veo["feasible"]
     assert veo["usd_per_month"] == 600_000.00
     aleph = next(b for b in d["baselines"] if b["offering"] == "runway-gen-4.5-aleph-runway")
     assert not aleph["feasible"]  # no native audio for the audio class
     assert any("final audio: no native audio" in r for r in aleph["reasons"])
     s = d["savings"][0]
-    assert (s["against"], s["saving_usd_per_month"]) == ("veo-3.1-gemini", 464_250.00)
+    assert (s["against"], s["saving_usd_per_month"]) == ("veo-3.1-vertex", 464_250.00)
 
 
 def test_policies_and_pinned_fallback_lists(catalog: Catalog) -> None:

@@ -20,7 +20,7 @@ def test_plan_prints_tables_with_the_seed_figures(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "$4,525.00/day, $135,750.00/month" in out
-    for offering in ("runway-gen-4.5-turbo-runway", "veo-3.1-fast-gemini", "luma-ray-3.14-luma"):
+    for offering in ("runway-gen-4.5-turbo-runway", "veo-3.1-fast-vertex", "luma-ray-3.14-luma"):
         assert offering in out
     assert "override $0.12/s" in out
     assert "single-model baselines" in out

@@ -100,7 +100,7 @@ def test_unknown_offering_is_named_with_a_suggestion(write: Write, catalog: Cata
 def test_unknown_offering_in_a_fallback_list_and_baselines(write: Write, catalog: Catalog) -> None:
     text = GOOD.replace(
         "    policy: best-quality\n",
-        "    offering: [veo-3.1-gemini, veo-9]\n",
+        "    offering: [veo-3.1-vertex, veo-9]\n",
     )
     with pytest.raises(WorkloadError, match=r"line 9: classes\[1\]\.offering\[1\]: .*'veo-9'"):
         load_workload(write(text), catalog)
