@@ -129,6 +129,9 @@ def _task(job: SandboxJob, base_url: str, core: SandboxCore) -> dict[str, Any]:
                 {
                     "id": f"{job.id}0",
                     "url": core.signed_file_url(base_url, job),
+                    # documented beside url (docs "Text to Video" query response); the
+                    # emulator renders no watermark, so it is the same clip
+                    "watermark_url": core.signed_file_url(base_url, job),
                     "duration": f"{float(p['duration_s']):g}",
                 }
             ]
@@ -142,6 +145,9 @@ def _task(job: SandboxJob, base_url: str, core: SandboxCore) -> dict[str, Any]:
         "task_info": {"external_task_id": ext} if ext else {},
         "task_result": result,
         "watermark_info": {"enabled": False},
+        # the units the finished task cost (a string, as documented); one unit per second
+        # of output here: the per-model rates are UNCONFIRMED
+        **({"final_unit_deduction": f"{float(p['duration_s']):g}"} if phase == "succeeded" else {}),
         "created_at": int(job.created_at * 1000),
         "updated_at": int(updated * 1000),
     }
