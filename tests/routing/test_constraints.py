@@ -491,3 +491,15 @@ def test_every_cache_key_field_is_tried() -> None:
 def test_skipping_any_asked_for_rule_fails_the_property(k: Constraint) -> None:
     with pytest.raises(AssertionError):
         run_warm(1_500, seed=20261121, constraints=_with(k, needed=_never_needed))
+
+
+def test_a_views_shape_key_holds_its_shape_not_its_size() -> None:
+    def view(**kw: Any) -> RequestView:
+        return RequestView.of(VideoRequest(prompt="x", **kw), NOW)
+
+    assert view(duration_s=4).shape_key() == view(duration_s=8).shape_key()
+    assert view(fps=24).shape_key() != view(fps=25).shape_key()
+    assert (
+        view().shape_key()
+        != RequestView.of(VideoRequest(prompt="x"), NOW + timedelta(days=1)).shape_key()
+    )

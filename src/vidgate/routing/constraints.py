@@ -212,8 +212,9 @@ def _quality(v: RequestView, c: Compiled, e: Estimate, w: World) -> bool:
 
 
 def _quality_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
-    tier = v.request.quality.value if v.request.quality is not None else "requested"
-    return f"below the {tier} quality tier"
+    # asked only when the check failed, that is when the request named a tier (a StrEnum,
+    # which formats as its value)
+    return f"below the {v.request.quality} quality tier"
 
 
 def _provider_allowed(v: RequestView, c: Compiled, e: Estimate, w: World) -> bool:
@@ -355,7 +356,8 @@ def _health_needed(v: RequestView, w: World) -> bool:
 
 
 def _healthy_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
-    return w.blocked(c) or "unavailable"
+    # asked only when the check failed, that is when blocked() named a reason
+    return str(w.blocked(c))
 
 
 S, R = Stage.SHAPE, Stage.ROUTER
@@ -408,14 +410,14 @@ def size_fields(constraints: tuple[Constraint, ...]) -> tuple[str, ...]:
     return tuple(sorted({*_key_fields(constraints, SHAPE_STAGES | {Stage.SIZE}), *SIZE_INPUTS}))
 
 
+def _no_key(v: RequestView) -> object:
+    return ()
+
+
 def key_of(fields: tuple[str, ...]) -> Callable[[RequestView], object]:
-    """A fast getter for a cache key over ``fields`` of a request view (always a tuple)."""
-    if not fields:
-        return lambda v: ()
-    get = attrgetter(*fields)
-    if len(fields) == 1:  # attrgetter of one field returns the bare value; keep keys tuples
-        return lambda v: (get(v),)
-    return get
+    """A fast getter for a cache key over ``fields`` of a request view: a tuple of their
+    values (the bare value for one field, which serves as a key just as well)."""
+    return attrgetter(*fields) if fields else _no_key
 
 
 def shape_key(constraints: tuple[Constraint, ...]) -> Callable[[RequestView], object]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 from vidgate.catalog.loader import Catalog
@@ -133,7 +134,7 @@ class RoutePlan:
     def rejected(self) -> list[Candidate]:
         """Every infeasible offering with all of its reasons (computed on demand)."""
         ok = {c.offering.id for c in self.ranked}
-        out = [self._router.check(self._view, c) for c in self._pool if c.id not in ok]
+        out = self._router.explain_all(self._view, [c for c in self._pool if c.id not in ok])
         out = [c for c in out if not c.feasible]
         out.sort(key=lambda c: (len(c.rejections), _cost(c), c.offering.id))
         return out
@@ -182,6 +183,11 @@ class Router:
         self._size_key = key_of(size_fields(constraints))
         self._shape_cache: dict[object, list[Compiled]] = {}
         self._size_cache: dict[object, list[_Sized]] = {}
+        # The explanation keeps each rule's place in the list, to give reasons in that order.
+        indexed = tuple(enumerate(constraints))
+        self._by_shape = tuple((i, k) for i, k in indexed if k.stage in SHAPE_STAGES)
+        self._not_by_shape = tuple((i, k) for i, k in indexed if k.stage not in SHAPE_STAGES)
+        self._reasons: dict[tuple[object, str], list[tuple[int, Rejection]]] = {}
 
     # -- the world the constraints ask about (constraints.World) --------------------------------
 
@@ -229,7 +235,11 @@ class Router:
         return hit
 
     def _static_ok(self, v: RequestView, c: Compiled) -> bool:
-        return all(ok(v, c, NO_ESTIMATE, self) for ok in self._shape_checks)
+        # plain loops rather than all(<generator>) here and below: this is the hot loop
+        for ok in self._shape_checks:  # noqa: SIM110
+            if not ok(v, c, NO_ESTIMATE, self):
+                return False
+        return True
 
     def _sized(self, v: RequestView) -> list[_Sized]:
         """The shape's offerings that also meet the size-stage constraints (the duration is
@@ -254,7 +264,10 @@ class Router:
         out = []
         for c in pool:
             e = self._size_estimate(v, c)
-            if all(ok(v, c, e, self) for ok in self._size_checks):
+            for ok in self._size_checks:
+                if not ok(v, c, e, self):
+                    break
+            else:
                 out.append((c, e.duration, e.audio, e.cost))
         return out
 
@@ -269,12 +282,16 @@ class Router:
         out = []
         for c, duration, audio, cost in sized:
             e.duration, e.audio, e.cost = duration, audio, cost
-            if at_budget and not all(ok(v, c, e, self) for ok in at_budget):
-                continue
-            e.latency, e.source = self._latency(c, duration, v.pixels)
-            if at_latency and not all(ok(v, c, e, self) for ok in at_latency):
-                continue
-            out.append(_candidate(c, e, []))
+            for ok in at_budget:
+                if not ok(v, c, e, self):
+                    break
+            else:
+                e.latency, e.source = self._latency(c, duration, v.pixels)
+                for ok in at_latency:
+                    if not ok(v, c, e, self):
+                        break
+                else:
+                    out.append(_candidate(c, e, []))
         return out
 
     def _survivors(self, v: RequestView, pool: list[Compiled]) -> list[Candidate]:
@@ -296,14 +313,41 @@ class Router:
         return Estimate(duration, audio, c.cost(v.resolution, duration, audio), lat, source)
 
     def check(self, v: RequestView, c: Compiled) -> Candidate:
-        """Evaluate every constraint (not just the first failure) for a complete explanation."""
-        e = self.estimate(v, c)
-        bad = [
-            Rejection(k.code, k.why(v, c, e, self))
-            for k in self.constraints
+        """Evaluate every constraint (not just the first failure) for a complete explanation,
+        reasons in the order of the constraint list."""
+        [cand] = self.explain_all(v, [c])
+        return cand
+
+    def explain_all(self, v: RequestView, pool: list[Compiled]) -> list[Candidate]:
+        """:meth:`check` for each offering of ``pool``, sharing the per-request work. Shape-stage
+        reasons are cached per shape and offering, as their verdicts are: a NoRoute error
+        explains every offering, and traffic repeats shapes. Rules the request does not ask
+        for pass by definition (constraints.Constraint.needed) and are left out."""
+        shape = self._shape_key(v)
+        rest = tuple((i, k) for i, k in self._not_by_shape if k.applies(v, self))
+        out = []
+        for c in pool:
+            e = self.estimate(v, c)
+            key = (shape, c.id)
+            shaped = self._reasons.get(key)
+            if shaped is None:
+                if len(self._reasons) >= 16_384:
+                    self._reasons.clear()
+                shaped = self._reasons[key] = self._failures(v, c, NO_ESTIMATE, self._by_shape)
+            bad = self._failures(v, c, e, rest)
+            if shaped:
+                bad = sorted(shaped + bad, key=itemgetter(0))
+            out.append(_candidate(c, e, [r for _, r in bad]))
+        return out
+
+    def _failures(
+        self, v: RequestView, c: Compiled, e: Estimate, rules: tuple[tuple[int, Constraint], ...]
+    ) -> list[tuple[int, Rejection]]:
+        return [
+            (i, Rejection(k.code, k.why(v, c, e, self)))
+            for i, k in rules
             if not k.ok(v, c, e, self)
         ]
-        return _candidate(c, e, bad)
 
     # -- routing ---------------------------------------------------------------------------------
 
