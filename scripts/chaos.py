@@ -58,6 +58,28 @@ OFFERINGS = [
 ]
 
 
+def live_offerings(gw: Any) -> list[str]:
+    """OFFERINGS the router still serves today (the catalog retires offerings by date)."""
+    from vidgate.errors import NoRoute
+    from vidgate.types import VideoRequest
+
+    live = []
+    for oid in OFFERINGS:
+        caps = gw.catalog.offering(oid).capabilities
+        probe = VideoRequest(
+            prompt="probe",
+            duration_s=caps.durations.nearest(5.0),
+            resolution=min(caps.resolutions, key=lambda r: r.short_side),
+            aspect_ratio=caps.aspect_ratios[0],
+        )
+        try:
+            gw.route(probe, pinned=[oid])
+        except NoRoute:
+            continue
+        live.append(oid)
+    return live
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -172,12 +194,13 @@ def run(
     from vidgate.types import AttemptState, VideoRequest
 
     gw = Gateway(Settings())
+    live = live_offerings(gw)
     ids: list[str] = []
 
     def submit(n: int) -> None:
         for _ in range(n):
             i = len(ids)
-            offering = gw.catalog.offering(OFFERINGS[i % len(OFFERINGS)])
+            offering = gw.catalog.offering(live[i % len(live)])
             caps = offering.capabilities
             request = VideoRequest(
                 prompt=f"chaos job {i}",
@@ -188,7 +211,7 @@ def run(
             ids.append(gw.submit(request, pinned=[offering.id]).id)
 
     submit(args.jobs)
-    print(f"submitted {len(ids)} jobs across {len(OFFERINGS)} offerings")
+    print(f"submitted {len(ids)} jobs across {len(live)} offerings")
 
     crash_log = work / "crashes.log"
     kills = 0
@@ -349,7 +372,7 @@ def burst(
     if target == "one":
         offerings = [gw.route(base, policy="cheapest").choice.offering.id]
     else:
-        offerings = OFFERINGS
+        offerings = live_offerings(gw)
     ids = []
     for i in range(args.burst_jobs):
         offering = gw.catalog.offering(offerings[i % len(offerings)])
