@@ -44,6 +44,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "contract: an official provider SDK against the sandbox (tests/contract)"
     )
+    # Print the SDK versions on every run (this conftest is not an initial one under a plain
+    # `pytest`, so pytest_report_header alone would not show them).
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and not getattr(config, "_vidgate_sdks_printed", False):
+        config._vidgate_sdks_printed = True  # type: ignore[attr-defined]
+        reporter.write_line(sdk_versions())
+
+
+def sdk_versions() -> str:
+    out = []
+    for dist in SDKS:
+        try:
+            out.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            out.append(f"{dist} MISSING")
+    return "contract SDKs: " + ", ".join(out)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,14 +70,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_report_header() -> list[str]:
-    """The SDK versions under test, printed at the top of every run."""
-    out = []
-    for dist in SDKS:
-        try:
-            out.append(f"{dist} {importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            out.append(f"{dist} MISSING")
-    return ["contract SDKs: " + ", ".join(out)]
+    """The SDK versions under test, at the top of a run that starts in tests/contract."""
+    return [sdk_versions()]
 
 
 @pytest.fixture(scope="session")
