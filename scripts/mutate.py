@@ -49,7 +49,11 @@ TARGETS = {
         ),
         Target(
             "server",
-            ("src/vidgate/server/deps.py", "src/vidgate/server/limits.py"),
+            (
+                "src/vidgate/server/deps.py",
+                "src/vidgate/server/guards.py",
+                "src/vidgate/server/images.py",
+            ),
             ("tests/server",),
         ),
         Target("routing", ("src/vidgate/routing/constraints.py",), ("tests/routing",)),
@@ -102,13 +106,25 @@ def _results(where: Path) -> dict[str, str]:
 
 
 def _where(where: Path, mutant: str) -> str:
-    """file:line and the changed line of a survivor, from mutmut's own diff."""
-    diff = _mutmut(where, "show", mutant).stdout
-    file = next((ln[6:] for ln in diff.splitlines() if ln.startswith("+++ b/")), "?")
-    hunk = re.search(r"^@@ -(\d+)", diff, re.M)
-    added = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and "+++" not in ln]
-    line = int(hunk.group(1)) if hunk else 0
-    return f"{file}:{line}  {added[0] if added else ''}".rstrip()
+    """file:line and the mutated line of a survivor, from mutmut's own diff (whose hunk lines
+    count from the function, so the line is found in the file after the function's def)."""
+    diff = _mutmut(where, "show", mutant).stdout.splitlines()
+    file = next((ln[4:].strip() for ln in diff if ln.startswith("+++ ")), "?")
+    old = next((ln[1:] for ln in diff if ln.startswith("-") and not ln.startswith("---")), "")
+    new = next(
+        (ln[1:].strip() for ln in diff if ln.startswith("+") and not ln.startswith("+++")), ""
+    )
+    func = mutant.rsplit("__mutmut_", 1)[0].rsplit(".", 1)[-1].split("ǁ")[-1].removeprefix("x_")
+    line = 0
+    source = ROOT / file
+    if source.exists() and old:
+        seen_def = False
+        for n, text in enumerate(source.read_text().splitlines(), 1):
+            seen_def = seen_def or f"def {func}(" in text
+            if seen_def and text.strip() == old.strip():
+                line = n
+                break
+    return f"{file}:{line}  {new}".rstrip()
 
 
 def run_target(target: Target, only: list[str], children: int) -> dict[str, object]:

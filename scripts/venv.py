@@ -138,7 +138,8 @@ def sync(venv: Path, extras: list[str]) -> int:
         cmd += ["--no-emit-package", name]
     run(*cmd, env=uv_env())
     py = venv / "bin" / "python"
-    run(uv, "pip", "install", "--quiet", "--python", py, "-r", req, env=uv_env())
+    # The export is the whole closure: resolving again would pull torch's CUDA build back in.
+    run(uv, "pip", "install", "--quiet", "--no-deps", "--python", py, "-r", req, env=uv_env())
     run(uv, "pip", "install", "--quiet", "--python", py, "--no-deps", "-e", ".", env=uv_env())
     wanted = requested_pip_packages(extras)
     for name in wanted:
