@@ -79,7 +79,29 @@ def routed(r: Router, **request: Any) -> list[str]:
 # -- every constraint's reason, exactly ----------------------------------------------------------
 
 #: one request per rule that breaks it on one offering, and the reasons the router must give
+LAST = {"role": "last_frame", "url": PNG}
 REASONS: list[tuple[str, dict[str, Any], list[tuple[str, str]]]] = [
+    (
+        "alpha-openai",
+        {"mode": Mode.FIRST_LAST_FRAME, "references": [FIRST, LAST], "duration_s": 4},
+        [
+            ("mode", "does not do first-last-frame (does text-to-video, image-to-video)"),
+            ("references", "cannot take last_frame references"),
+        ],
+    ),
+    (
+        "beta-openai",
+        {"mode": Mode.FIRST_LAST_FRAME, "references": [FIRST, LAST]},
+        [
+            ("mode", "does not do first-last-frame (does text-to-video)"),
+            ("references", "cannot take first_frame, last_frame references"),
+        ],
+    ),
+    (
+        "alpha-openai",
+        {"duration_s": 4, "constraints": {"deadline": NOW}},
+        [("deadline", "p90 latency 160s would miss the deadline (0s left)")],
+    ),
     (
         "beta-openai",
         {"mode": Mode.IMAGE_TO_VIDEO, "references": [FIRST], "duration_s": 6},
@@ -180,6 +202,9 @@ def test_the_world_rules_give_their_reasons(mini_catalog: Catalog) -> None:
     assert routed(no_keys) == []
     only_openai = make_router(mini_catalog, creds=lambda names: names == ["OPENAI_API_KEY"])
     assert routed(only_openai, duration_s=4) == ["alpha-openai"]
+    two_keys = variant("    credential_env: [BETA_KEY]", "    credential_env: [BETA_KEY, BETA_ORG]")
+    r = make_router(two_keys, creds=lambda names: "BETA_ORG" not in names)
+    assert reasons(r, "beta-openai") == [("credentials", "credential BETA_KEY + BETA_ORG not set")]
 
 
 def variant(old: str, new: str) -> Catalog:
@@ -483,8 +508,9 @@ def test_leaving_any_field_out_of_a_cache_key_fails_the_property(k: Constraint, 
 
 
 def test_every_cache_key_field_is_tried() -> None:
-    # "roles" is read by both reference rules, so dropping it from one leaves it in the key
-    assert {f for _, f in KEYED} == set(SHAPE_FIELDS) - {"roles"} | {"tolerance"}
+    # "roles" and "today" are each read by two rules (references; retired and not yet
+    # released), so dropping one declaration leaves the field in the key
+    assert {f for _, f in KEYED} == set(SHAPE_FIELDS) - {"roles", "today"} | {"tolerance"}
 
 
 @pytest.mark.parametrize("k", [k for k in BREAKABLE if k.needed is not None], ids=_name)

@@ -109,7 +109,9 @@ class Constraint:
     needed: Needed | None = None
 
     def applies(self, v: RequestView, w: World) -> bool:
-        return self.needed is None or self.needed(v, w)
+        # Only ever an optimisation (an unneeded rule passes anyway), so "always applies" is
+        # an equivalent mutant: the property tests hold the needed() functions themselves.
+        return self.needed is None or self.needed(v, w)  # pragma: no mutate
 
 
 # -- the shape of the request ------------------------------------------------------------------
@@ -123,16 +125,21 @@ def _enabled_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
     return "disabled in the catalog configuration"
 
 
-def _available(v: RequestView, c: Compiled, e: Estimate, w: World) -> bool:
-    # Inclusive at both ends: an offering retired "after" a day still serves on that day.
-    if c.available_until is not None and v.today > c.available_until:
-        return False
+def _not_retired(v: RequestView, c: Compiled, e: Estimate, w: World) -> bool:
+    # inclusive: an offering retired "after" a day still serves on that day
+    return c.available_until is None or v.today <= c.available_until
+
+
+def _not_retired_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
+    return f"retired by the provider after {c.available_until}"
+
+
+def _released(v: RequestView, c: Compiled, e: Estimate, w: World) -> bool:
+    # inclusive: an offering available from a day serves on that day
     return c.available_from is None or v.today >= c.available_from
 
 
-def _available_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
-    if c.available_until is not None and v.today > c.available_until:
-        return f"retired by the provider after {c.available_until}"
+def _released_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
     return f"not available before {c.available_from}"
 
 
@@ -288,8 +295,9 @@ def _credentials_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
 
 
 def _duration(v: RequestView, c: Compiled, e: Estimate, w: World) -> bool:
-    # v.tolerance already carries a float epsilon, so a miss of exactly the tolerance passes.
-    return abs(e.duration - v.duration) <= v.tolerance
+    # v.tolerance already carries a float epsilon, so a miss of exactly the tolerance passes;
+    # < and <= then differ only at a float no request produces (an equivalent mutant).
+    return abs(e.duration - v.duration) <= v.tolerance  # pragma: no mutate
 
 
 def _duration_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
@@ -306,12 +314,17 @@ def _priced_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
 
 
 def _cost(v: RequestView, c: Compiled, e: Estimate, w: World) -> bool:
-    # An unpriced offering is the "price" rule's failure, not this one's.
-    return v.max_cost is None or e.cost is None or e.cost <= v.max_cost + COST_EPSILON
+    # An unpriced offering is the "price" rule's failure, not this one's. With the epsilon,
+    # < and <= differ only at a float no budget produces (an equivalent mutant), so the line
+    # is left unmutated; the epsilon itself is held by the budget-equals-price test.
+    if v.max_cost is None or e.cost is None:
+        return True
+    return e.cost <= v.max_cost + COST_EPSILON  # pragma: no mutate
 
 
 def _cost_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
-    return f"costs ${e.cost or 0.0:.2f}, over the ${v.max_cost or 0.0:.2f} limit"
+    # asked only when the check failed: both the price and the budget are known
+    return f"costs ${e.cost:.2f}, over the ${v.max_cost:.2f} limit"
 
 
 def _cost_needed(v: RequestView, w: World) -> bool:
@@ -323,9 +336,7 @@ def _latency(v: RequestView, c: Compiled, e: Estimate, w: World) -> bool:
 
 
 def _latency_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
-    return (
-        f"{_PCTS[v.pct]} latency {e.latency[v.pct]:.0f}s over the {v.max_latency or 0.0:g}s limit"
-    )
+    return f"{_PCTS[v.pct]} latency {e.latency[v.pct]:.0f}s over the {v.max_latency:g}s limit"
 
 
 def _latency_needed(v: RequestView, w: World) -> bool:
@@ -365,7 +376,8 @@ S, R = Stage.SHAPE, Stage.ROUTER
 #: every constraint, in the order an explanation lists its failures
 CONSTRAINTS: tuple[Constraint, ...] = (
     Constraint("disabled", S, (), _enabled, _enabled_why),
-    Constraint("availability", S, ("today",), _available, _available_why),
+    Constraint("availability", S, ("today",), _not_retired, _not_retired_why),
+    Constraint("availability", S, ("today",), _released, _released_why),
     Constraint("adapter", R, (), _adapter, _adapter_why),
     Constraint("credentials", R, (), _credentials, _credentials_why),
     Constraint("mode", S, ("mode",), _mode, _mode_why),
