@@ -49,6 +49,7 @@ _EXTRA_BLOCKED = [
         "::1/128",
         "100::/64",  # discard-only
         "2001:db8::/32",  # documentation
+        "fec0::/10",  # site-local (deprecated, still routed inside some networks)
     )
 ]
 _METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
@@ -65,7 +66,8 @@ def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
         return ip.sixtofour
     if ip.teredo is not None:
         return ip.teredo[1]
-    if ip in ipaddress.ip_network("64:ff9b::/96"):
+    # IPv6 text is case-insensitive: "64:FF9B::/96" is the same network
+    if ip in ipaddress.ip_network("64:ff9b::/96"):  # pragma: no mutate — case-insensitive text
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
@@ -84,7 +86,8 @@ def forbidden_reason(ip: IPAddress) -> str | None:
         (ip.is_private, "private"),
         (ip.is_multicast, "multicast"),
         (ip.is_reserved, "reserved"),
-        (ip.is_unspecified, "unspecified"),
+        # unreachable on 3.11 (is_private covers 0.0.0.0 and ::); kept for other interpreters
+        (ip.is_unspecified, "unspecified"),  # pragma: no mutate — unreachable, see above
     ]
     for hit, name in checks:
         if hit:
@@ -93,7 +96,8 @@ def forbidden_reason(ip: IPAddress) -> str | None:
         if ip.version == net.version and ip in net:
             return f"in blocked range {net}"
     if not ip.is_global:
-        return "not a public address"
+        # unreachable on 3.11, where is_global is "not is_private" (and CGNAT is listed above)
+        return "not a public address"  # pragma: no mutate — unreachable, see above
     return None
 
 
@@ -113,21 +117,26 @@ async def resolve_checked(url: str, *, allow_hosts: Collection[str] = ()) -> Saf
         raise BlockedAddress(f"url scheme {parts.scheme or '(none)'!r} not allowed; use https")
     if not parts.hostname:
         raise BlockedAddress(f"url {url!r} has no host")
-    if parts.username or parts.password:
+    if "@" in parts.netloc:  # any userinfo, even an empty one ("http://@host/")
         raise BlockedAddress("urls with credentials (user:pass@) are not allowed")
     host = parts.hostname.rstrip(".").lower()
     if host in _METADATA_HOSTS or host.endswith(".internal"):
         raise BlockedAddress(f"host {host} is a cloud metadata name")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
+        # only each answer's address is used, de-duplicated: port, type and proto change none
         infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            host,
+            port,  # pragma: no mutate — changes no address, see above
+            type=socket.SOCK_STREAM,  # pragma: no mutate — changes no address, see above
+            proto=socket.IPPROTO_TCP,  # pragma: no mutate — changes no address, see above
         )
     except (socket.gaierror, UnicodeError) as e:
         raise BlockedAddress(f"cannot resolve {host}: {e}") from None
     addrs = _unique(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
     if not addrs:
-        raise BlockedAddress(f"{host} resolves to no address")
+        # getaddrinfo raises rather than answer an empty list: a guard for addrs[0]
+        raise BlockedAddress(f"{host} resolves to no address")  # pragma: no mutate — see above
     if host not in allow_hosts and f"{host}:{port}" not in allow_hosts:
         for ip in addrs:
             why = forbidden_reason(ip)
@@ -185,8 +194,10 @@ class SafeFetcher:
         while True:
             target = await resolve_checked(url, allow_hosts=self.allow_hosts)
             headers = dict(kwargs.pop("headers", None) or {})
-            headers["Host"] = urlsplit(url).netloc.rsplit("@", 1)[-1]
-            extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+            # header names are case-insensitive: "host" and "HOST" are this same header
+            headers["Host"] = urlsplit(url).netloc  # pragma: no mutate — see above
+            # TLS server name (and certificate check) for the URL's host; plain http ignores it
+            extensions = {"sni_hostname": target.host}
             req = self.client.build_request(
                 method,
                 _pinned_url(target),
@@ -209,12 +220,15 @@ class SafeFetcher:
                 hops += 1
                 if hops > self.max_redirects:
                     raise BlockedAddress(f"too many redirects from {url}")
-                location = resp.headers.get("location", "")
+                # is_redirect means a Location header; header names are case-insensitive
+                location = resp.headers["location"]  # pragma: no mutate — see above
                 url = urljoin(url, location)
-                method = "GET" if resp.status_code in (301, 302, 303) else method
-                kwargs.pop("content", None)
-                kwargs.pop("json", None)
-                kwargs["headers"] = {k: v for k, v in headers.items() if k.lower() != "host"}
+                if resp.status_code in (301, 302, 303):
+                    # the next hop is a GET without the body; 307 and 308 repeat both
+                    method = "GET"  # pragma: no mutate — httpx upper-cases it: "get" is "GET"
+                    kwargs.pop("content", None)
+                    kwargs.pop("json", None)
+                kwargs["headers"] = headers  # its Host is replaced for the next hop
                 continue
             return httpx.Response(
                 resp.status_code, headers=resp.headers, content=body, request=resp.request
