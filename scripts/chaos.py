@@ -235,6 +235,16 @@ def run(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        # Start the clock once the worker is up (its heartbeat row): on a loaded machine
+        # Python's start-up alone can outlast the kill window, and a kill before the first
+        # claim tests nothing.
+        until = time.monotonic() + 60
+        while (
+            time.monotonic() < until
+            and proc.poll() is None
+            and proc.pid not in {r["pid"] for r in gw.store.live_workers(within_s=30)}
+        ):
+            time.sleep(0.05)
         try:
             proc.wait(timeout=rng.uniform(1.5, 5.0))
             how = (
