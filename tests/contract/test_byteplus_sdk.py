@@ -43,7 +43,7 @@ def test_byteplus_sdk_minimal_create_sends_nulls_and_succeeds(sb: SandboxServer)
     task = wait(ark, created.id)
     assert task.status == "succeeded"
     assert task.usage.completion_tokens > 0
-    video = httpx.get(task.content.video_url)
+    video = httpx.get(task.content.video_url, timeout=120)
     assert video.status_code == 200
     assert video.content[4:8] == b"ftyp"
 

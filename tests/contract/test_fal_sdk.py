@@ -52,7 +52,7 @@ def test_fal_sdk_flow(sb: SandboxServer) -> None:
     statuses = list(handle.iter_events(interval=0.02))
     assert isinstance(statuses[-1], Completed)
     result = handle.get()
-    assert httpx.get(result["video"]["url"]).content[4:8] == b"ftyp"
+    assert httpx.get(result["video"]["url"], timeout=120).content[4:8] == b"ftyp"
 
     image = encode(PNG_BYTES, "image/png")
     out = fal.subscribe(I2V, {"prompt": "it drifts", "start_image_url": image}, interval=0.02)

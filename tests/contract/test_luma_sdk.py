@@ -49,7 +49,7 @@ def test_luma_sdk_flow(sb: SandboxServer) -> None:
     done = wait(luma, created.id)
     assert done.state == "completed"
     assert done.assets is not None
-    assert httpx.get(done.assets.video).content[4:8] == b"ftyp"
+    assert httpx.get(done.assets.video, timeout=120).content[4:8] == b"ftyp"
 
     i2v = luma.generations.video.create(
         model="ray-2",

@@ -47,7 +47,7 @@ def test_replicate_sdk_flow(rep: replicate.Client, tls_sb: TlsSandbox) -> None:
     pred.wait()
     assert pred.status == "succeeded"
     assert pred.metrics["predict_time"] > 0
-    assert httpx.get(pred.output, verify=tls_sb.ssl_context()).status_code == 200
+    assert httpx.get(pred.output, verify=tls_sb.ssl_context(), timeout=120).status_code == 200
 
     sb.core.time_scale = 1.0  # in flight long enough to cancel
     slow = rep.models.predictions.create(model=T2V, input={"prompt": "a slow sunrise"})
