@@ -1,8 +1,9 @@
 """The ledger settles at what the provider reports, where it reports it (Runway
 ``cost.credits``, BytePlus ``usage.completion_tokens``, Replicate ``metrics.predict_time`` on
-time-priced hardware): each sandbox reports a cost that differs from the catalog estimate, the
-ledger row is the reported one, the estimate stays beside it, and ``vidgate spend`` shows both.
-A reported cost above the job's reservation is charged in full and flagged, never capped."""
+time-priced hardware, xAI ``usage.cost_in_usd_ticks``): each sandbox reports a cost that
+differs from the catalog estimate, the ledger row is the reported one, the estimate stays
+beside it, and ``vidgate spend`` shows both. A reported cost above the job's reservation is
+charged in full and flagged, never capped."""
 
 from __future__ import annotations
 
@@ -27,12 +28,21 @@ from vidgate.types import VideoRequest
 H100_USD_PER_SECOND = 0.001525
 
 
+#: our (stale) list price for Grok Imagine: xAI's emulator bills from the shipped $0.07/s
+STALE_GROK_USD_PER_SECOND = 0.05
+
+
 def _catalog() -> Catalog:
+    """The gateway's catalog: a user's time-priced Wan on Replicate, and a Grok price that
+    lags xAI's. The sandbox serves the shipped catalog, as the providers bill."""
     cat = load_catalog()
     wan = cat.offering("wan-2.2-replicate")
     cat.offerings["wan-2.2-replicate"] = wan.model_copy(
         update={"usd_per_hardware_second": H100_USD_PER_SECOND}
     )
+    grok = cat.offering("grok-imagine-xai")
+    stale = [r.model_copy(update={"usd": STALE_GROK_USD_PER_SECOND}) for r in grok.price]
+    cat.offerings["grok-imagine-xai"] = grok.model_copy(update={"price": stale})
     return cat
 
 
@@ -41,7 +51,7 @@ CATALOG = _catalog()
 
 @pytest.fixture
 def sb(tmp_path: Path) -> Iterator[SandboxServer]:
-    server = SandboxServer(tmp_path / "sb", CATALOG, time_scale=0.002).start()
+    server = SandboxServer(tmp_path / "sb", load_catalog(), time_scale=0.002).start()
     yield server
     server.stop()
 
@@ -161,3 +171,20 @@ async def test_unpriced_report_keeps_the_estimate(gw: Gateway) -> None:
     assert a.reported_cost is not None
     assert a.reported_cost["usd"] is None
     assert a.cost_usd == pytest.approx(a.estimated_cost_usd)
+
+
+async def test_xai_settles_at_reported_usd_ticks(gw: Gateway, tmp_path: Path) -> None:
+    oid = "grok-imagine-xai"
+    job = await gw.generate(VideoRequest(prompt="a kite", duration_s=5), pinned=[oid])
+    a = job.attempts[-1]
+    assert a.reported_cost is not None
+    assert a.reported_cost["unit"] == "usd"
+    assert a.reported_cost["field"] == "usage.cost_in_usd_ticks"
+    assert a.reported_cost["usd"] == pytest.approx(0.35)  # xAI's $0.07/s x 5 s
+    assert a.estimated_cost_usd == pytest.approx(0.25)  # our stale $0.05/s
+    (row,) = gw.store.ledger(job_id=job.id)
+    assert row["amount_usd"] == pytest.approx(0.35)
+    assert job.billing["delivery"]["over_reservation"] is True  # above what was promised
+    e = spend_rows(tmp_path / "home")[0]["by_offering"][oid]
+    assert e["estimated_usd"] == pytest.approx(0.25)
+    assert e["reported_usd"] == pytest.approx(0.35)

@@ -44,6 +44,7 @@ from vidgate.providers.base import (
     RemoteAsset,
     RemoteState,
     RemoteStatus,
+    ReportedCost,
     error_for_status,
     register,
     retry_after_seconds,
@@ -342,7 +343,13 @@ class XAIVideo(Provider):
                     "done without a video URL", provider=self.protocol, request_id=job.remote_id
                 )
                 return RemoteStatus(RemoteState.FAILED, raw, 1.0, err2)
-            return RemoteStatus(state, raw, 1.0)
+            # "the exact cost you were charged", in ticks of 1e-10 USD
+            # (https://docs.x.ai/developers/cost-tracking)
+            ticks = _obj(data.get("usage")).get("cost_in_usd_ticks")
+            reported = None
+            if isinstance(ticks, int) and not isinstance(ticks, bool):
+                reported = ReportedCost(ticks / 1e10, "usd", "usage.cost_in_usd_ticks")
+            return RemoteStatus(state, raw, 1.0, reported_cost=reported)
         return RemoteStatus(state, raw, frac)
 
     async def fetch(self, job: ProviderJob) -> list[RemoteAsset]:
