@@ -54,7 +54,14 @@ TARGETS = {
                 "src/vidgate/server/guards.py",
                 "src/vidgate/server/images.py",
             ),
-            ("tests/server",),
+            # the rules' own tests; the SDK, schemathesis and dashboard suites add only time
+            (
+                "tests/server/test_deps_rules.py",
+                "tests/server/test_hardening.py",
+                "tests/server/test_security.py",
+                "tests/server/test_idempotency.py",
+                "tests/server/test_budget.py",
+            ),
         ),
         Target("routing", ("src/vidgate/routing/constraints.py",), ("tests/routing",)),
     )

@@ -184,9 +184,10 @@ async def idempotent(
     replayed; a "not now" answer (402, 409, 429, any 5xx) is forgotten so a retry with the
     same key runs again."""
     key = request.headers.get("idempotency-key")
-    if not key:
+    if key is None:
         return await handler()
-    if len(key) > 255 or not key.isprintable():
+    # an empty key is refused too: the job store would take "" as every request's key
+    if not key or len(key) > 255 or not key.isprintable():
         raise ApiError(
             400, "invalid_idempotency_key", "Idempotency-Key is 1-255 printable characters"
         )
