@@ -182,6 +182,14 @@ class Worker:
                     job_id=self.only_job,
                 )
             for claim in claims:
+                h = self.held.get(claim.job.id)
+                if h is not None and not h.task.done():
+                    # Our own lease lapsed (a heartbeat late on a loaded machine) and this
+                    # loop claimed the job again: keep its one driver, now with the new
+                    # fence, instead of starting a second one beside it.
+                    h.claim.fence = claim.fence
+                    h.claim.owner = claim.owner
+                    continue
                 self._start(claim)
             if self.only_job is not None and self.only_job in self.finished:
                 return
@@ -281,6 +289,13 @@ class Worker:
                 continue
             flags = held.get(jid)
             if flags is None:
+                if h.claim.fence != fences[jid]:
+                    continue  # re-claimed by this worker since the snapshot: still ours
+                if jid in self.driver.on_wire:
+                    # Cutting a create off mid-flight would turn a definite answer into an
+                    # ambiguous one; let it finish: its fenced write of the id fails if
+                    # another worker really has the job, and the driver stops then.
+                    continue
                 if not h.task.done() and not h.claim.job.state.terminal:
                     log.warning("lease on %s lost; stopping work on it", jid)
                     h.task.cancel()
