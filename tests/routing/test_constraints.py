@@ -471,7 +471,14 @@ def _with(k: Constraint, **change: Any) -> tuple[Constraint, ...]:
 
 
 #: the rules the property test's corpus can break (the others have their own unit tests above)
-BREAKABLE = [k for k in CONSTRAINTS if k.code not in PROVEN_ELSEWHERE]
+#: no shipped offering has an available_from date: test_availability_includes_its_first_and_
+#: last_day proves that rule on the mini catalog
+NOT_IN_SHIPPED_CATALOG = {"_released"}
+BREAKABLE = [
+    k
+    for k in CONSTRAINTS
+    if k.code not in PROVEN_ELSEWHERE and k.ok.__name__ not in NOT_IN_SHIPPED_CATALOG
+]
 
 
 def _name(k: Constraint) -> str:
