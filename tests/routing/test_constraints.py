@@ -24,12 +24,14 @@ from vidgate.routing.compiled import Compiled, RequestView
 from vidgate.routing.constraints import (
     CONSTRAINTS,
     NO_ESTIMATE,
+    PER_REQUEST_STAGES,
     SHAPE_FIELDS,
     SHAPE_STAGES,
     SIZE_INPUTS,
     Constraint,
     Estimate,
     Stage,
+    key_of,
     shape_fields,
     size_fields,
 )
@@ -221,6 +223,11 @@ def test_an_offering_without_a_price_for_the_size_is_not_routed() -> None:
     ]
     assert routed(r, duration_s=4, resolution="1080p") == []
     assert routed(r, duration_s=4, resolution="720p") == ["alpha-openai", "beta-openai"]
+    # no price is the price rule's failure alone, budget or not
+    budget = {"max_cost_usd": 0.01}
+    assert reasons(r, "alpha-openai", duration_s=4, resolution="1080p", constraints=budget) == [
+        ("price", "no price listed for 1080p at 4s")
+    ]
 
 
 def test_disabled_offerings_are_explained() -> None:
@@ -445,6 +452,38 @@ def test_the_size_estimate_reads_only_its_declared_inputs(mini_catalog: Catalog)
             view = Recorder(v)
             r._size_estimate(cast(RequestView, view), c)
             assert view.touched <= set(SIZE_INPUTS)
+
+
+@pytest.mark.parametrize(
+    "k", [k for k in CONSTRAINTS if k.needed is not None], ids=lambda k: k.code
+)
+def test_a_rule_not_asked_for_passes_every_offering(mini_catalog: Catalog, k: Constraint) -> None:
+    """The hot path skips a rule whose needed() is false; that is sound only if the rule
+    would have passed anyway."""
+    r = make_router(mini_catalog)
+    skipped = 0
+    for v in _views(mini_catalog):
+        if k.applies(v, r):
+            continue
+        for c in r.compiled:
+            assert k.ok(v, c, r.estimate(v, c), r)
+            skipped += 1
+    assert skipped  # the views include requests that do not ask for it
+    # and where the request does ask, the rule is applied
+    assert any(k.applies(v, r) for v in _views(mini_catalog)) or k.code == "health"
+
+
+def test_no_key_fields_give_one_constant_key(mini_catalog: Catalog) -> None:
+    views = _views(mini_catalog)
+    assert {key_of(())(v) for v in views} == {()}
+    assert len({key_of(("fps",))(v) for v in views}) == 3  # None, 24, 30
+
+
+def test_the_stages_partition_every_rule() -> None:
+    later = set(PER_REQUEST_STAGES)
+    assert SHAPE_STAGES | {Stage.SIZE} | later == set(Stage)
+    assert not (SHAPE_STAGES & later)
+    assert Stage.SIZE not in SHAPE_STAGES | later
 
 
 def test_cache_keys_are_the_union_of_what_the_cached_rules_read() -> None:

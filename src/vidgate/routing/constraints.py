@@ -57,6 +57,8 @@ class Stage(IntEnum):
 
 #: the stages whose verdicts the shape cache keeps
 SHAPE_STAGES = frozenset({Stage.SHAPE, Stage.ROUTER})
+#: the stages run per request and offering, never cached
+PER_REQUEST_STAGES = frozenset({Stage.BUDGET, Stage.LATENCY, Stage.LIVE})
 #: the view fields the size estimate (planned duration, audio, price) is computed from
 SIZE_INPUTS = ("audio", "duration", "resolution")
 

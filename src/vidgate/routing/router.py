@@ -25,6 +25,7 @@ from vidgate.routing.compiled import Compiled, RequestView, compile_catalog
 from vidgate.routing.constraints import (
     CONSTRAINTS,
     NO_ESTIMATE,
+    PER_REQUEST_STAGES,
     SHAPE_STAGES,
     Constraint,
     Estimate,
@@ -174,10 +175,9 @@ class Router:
         self.env = env
         self.compiled = compile_catalog(env.catalog)
         self.by_id = {c.id: c for c in self.compiled}
-        self.constraints = constraints
         self._shape_checks = tuple(k.ok for k in constraints if k.stage in SHAPE_STAGES)
         self._size_checks = tuple(k.ok for k in constraints if k.stage is Stage.SIZE)
-        self._later = tuple(k for k in constraints if k.stage > Stage.SIZE)
+        self._later = tuple(k for k in constraints if k.stage in PER_REQUEST_STAGES)
         # Both keys are derived from what the cached constraints declare they read.
         self._shape_key = key_of(shape_fields(constraints))
         self._size_key = key_of(size_fields(constraints))
@@ -277,7 +277,7 @@ class Router:
         estimate latency only for offerings within budget."""
         on = [k for k in self._later if k.applies(v, self)]
         at_budget = tuple(k.ok for k in on if k.stage is Stage.BUDGET)
-        at_latency = tuple(k.ok for k in on if k.stage > Stage.BUDGET)
+        at_latency = tuple(k.ok for k in on if k.stage is not Stage.BUDGET)
         e = Estimate(0.0)  # scratch space; each candidate copies what it keeps
         out = []
         for c, duration, audio, cost in sized:
