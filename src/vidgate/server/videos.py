@@ -13,6 +13,7 @@ Job states map to the four OpenAI statuses; the job id is the video id.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -51,6 +52,7 @@ from vidgate.types import (
     JobState,
     Mode,
     ReferenceRole,
+    Resolution,
     VideoRequest,
     frame_size,
     parse_aspect,
@@ -117,12 +119,24 @@ _RATIO_SLACK = 0.1
 
 def _frame_bounds(offerings: list[Offering]) -> tuple[tuple[int, int], tuple[int, int]]:
     """The smallest and the largest (short side, long side) the offerings render."""
-    sizes = [
-        sorted(frame_size(res, aspect))
+    shapes = frozenset(
+        (res, aspect)
         for o in offerings
         for res in o.capabilities.resolutions
         for aspect in o.capabilities.aspect_ratios or ["16:9"]
-    ] or [[480, 854], [2160, 3840]]
+    )
+    return _bounds_of(shapes)
+
+
+@functools.lru_cache(maxsize=256)
+def _bounds_of(
+    shapes: frozenset[tuple[Resolution, str]],
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    # Every POST with a size asks this of the same few offering sets: compute each once.
+    sizes = [sorted(frame_size(res, aspect)) for res, aspect in shapes] or [
+        [480, 854],
+        [2160, 3840],
+    ]
     shorts = [s for s, _ in sizes]
     longs = [lg for _, lg in sizes]
     return (min(shorts), min(longs)), (max(shorts), max(longs))
