@@ -107,7 +107,6 @@ class SafeTarget:
     host: str
     ip: IPAddress
     port: int
-    scheme: str
 
 
 async def resolve_checked(url: str, *, allow_hosts: Collection[str] = ()) -> SafeTarget:
@@ -119,7 +118,8 @@ async def resolve_checked(url: str, *, allow_hosts: Collection[str] = ()) -> Saf
         raise BlockedAddress(f"url {url!r} has no host")
     if "@" in parts.netloc:  # any userinfo, even an empty one ("http://@host/")
         raise BlockedAddress("urls with credentials (user:pass@) are not allowed")
-    host = parts.hostname.rstrip(".").lower()
+    # hostname is already lower-case, so rstrip("XX.XX") strips the same dots
+    host = parts.hostname.rstrip(".").lower()  # pragma: no mutate — see above
     if host in _METADATA_HOSTS or host.endswith(".internal"):
         raise BlockedAddress(f"host {host} is a cloud metadata name")
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -133,7 +133,12 @@ async def resolve_checked(url: str, *, allow_hosts: Collection[str] = ()) -> Saf
         )
     except (socket.gaierror, UnicodeError) as e:
         raise BlockedAddress(f"cannot resolve {host}: {e}") from None
-    addrs = _unique(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+    # Linux gives a zone in scope_id, not in the text; the split is for platforms that append
+    # "%zone" to it (so on Linux, split(None) and split("XX%XX") change nothing)
+    addrs = _unique(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0])  # pragma: no mutate — see above
+        for info in infos
+    )
     if not addrs:
         # getaddrinfo raises rather than answer an empty list: a guard for addrs[0]
         raise BlockedAddress(f"{host} resolves to no address")  # pragma: no mutate — see above
@@ -143,7 +148,7 @@ async def resolve_checked(url: str, *, allow_hosts: Collection[str] = ()) -> Saf
             if why is not None:
                 # Every address must be safe: a mixed answer is a rebinding attempt.
                 raise BlockedAddress(f"{host} resolves to {ip}, which is {why}")
-    return SafeTarget(url=url, host=host, ip=addrs[0], port=port, scheme=parts.scheme)
+    return SafeTarget(url=url, host=host, ip=addrs[0], port=port)
 
 
 def _unique(ips: Iterable[IPAddress]) -> list[IPAddress]:
@@ -206,7 +211,11 @@ class SafeFetcher:
                 timeout=self.timeout_s,
                 **kwargs,
             )
-            resp = await self.client.send(req, stream=True, follow_redirects=False)
+            resp = await self.client.send(
+                req,
+                stream=True,
+                follow_redirects=False,  # pragma: no mutate — None is as false: httpx won't follow
+            )
             try:
                 body = await self._read_capped(resp)
             finally:
@@ -245,4 +254,9 @@ class SafeFetcher:
         return b"".join(chunks)
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.request("GET", url, follow_redirects=True, **kwargs)
+        return await self.request(
+            "GET",  # pragma: no mutate — httpx upper-cases the method: "get" is "GET"
+            url,
+            follow_redirects=True,
+            **kwargs,
+        )

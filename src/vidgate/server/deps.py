@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import hashlib
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -237,7 +236,3 @@ async def idempotent(
     else:
         await asyncio.to_thread(accounts.idem_abort, tenant, key)
     return resp
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, default=str)
