@@ -203,29 +203,11 @@ class Accounts:
             if tid in out:
                 out[tid]["pending_usd"] = round(pend, 6)
                 out[tid]["spent_usd"] += pend
-        # A pending row (an ambiguous or abandoned attempt that may have billed) counts at
-        # its estimate until it is resolved: spend never reads low.
-        for tid, pend in self._pending(tenant).items():
-            if tid in out:
-                out[tid]["pending_usd"] = round(pend, 6)
-                out[tid]["spent_usd"] += pend
         for entry in out.values():
             entry.setdefault("pending_usd", 0.0)
             entry["spent_usd"] = round(entry["spent_usd"], 6)
             entry["charged_usd"] = round(entry["spent_usd"] * entry["markup"], 6)
         return sorted(out.values(), key=lambda e: e["tenant"])
-
-    def _pending(self, tenant: str | None) -> dict[str, float]:
-        led = db.ledger
-        q = (
-            select(led.c.tenant, func.sum(led.c.amount_usd))
-            .where(led.c.kind == "pending")
-            .group_by(led.c.tenant)
-        )
-        if tenant is not None:
-            q = q.where(led.c.tenant == tenant)
-        with self.engine.begin() as conn:
-            return {tid: float(amount) for tid, amount in conn.execute(q).all()}
 
     def _pending(self, tenant: str | None) -> dict[str, float]:
         led = db.ledger
