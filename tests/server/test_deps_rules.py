@@ -543,8 +543,8 @@ def test_the_videos_body_limit_is_exact(idle_server: Server) -> None:
 )
 def test_each_taken_format_is_named_by_its_bytes(fmt: str, mime: str) -> None:
     data = image(fmt)
-    assert images.sniff(data) == mime
-    assert images.data_url(data) == f"data:{mime};base64,{b64(data)}"
+    assert images.sniff(data, "p") == mime
+    assert images.data_url(data, "p") == f"data:{mime};base64,{b64(data)}"
     assert images.checked_data_url(f"data:text/plain;base64,{b64(data)}", "p") == (
         f"data:{mime};base64,{b64(data)}"
     )
@@ -562,8 +562,8 @@ def _image_refusal(data: bytes, param: str = "input_reference") -> str:
 
 
 def test_the_side_limit_is_exact() -> None:
-    assert images.sniff(image("PNG", (8192, 1), "1")) == "image/png"
-    assert images.sniff(image("PNG", (1, 8192), "1")) == "image/png"
+    assert images.sniff(image("PNG", (8192, 1), "1"), "p") == "image/png"
+    assert images.sniff(image("PNG", (1, 8192), "1"), "p") == "image/png"
     assert _image_refusal(image("PNG", (8193, 1), "1")) == (
         "input_reference: the image is 8193x1; each side is at most 8192 pixels"
     )
@@ -621,4 +621,10 @@ def test_data_url_payload_must_be_base64() -> None:
     with pytest.raises(ApiError) as info:
         images.decode_data_url("data:image/png;base64,@@@@", "p")
     assert info.value.message == "p: the data: URL's payload is not valid base64"
+    with pytest.raises(ApiError) as info:  # a comma inside the payload is the payload's
+        images.decode_data_url("data:image/png;base64,AAAA,AAAA", "p")
+    assert info.value.message == "p: the data: URL's payload is not valid base64"
+    with pytest.raises(ApiError) as info:
+        images.data_url(b"not an image", "upload")
+    assert info.value.message == "upload: the bytes are not a PNG, JPEG, WebP or GIF image"
     assert images.decode_data_url("data:IMAGE/PNG;base64,AAAA", "p") == ("image/png", b"\0\0\0")

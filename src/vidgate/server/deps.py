@@ -9,7 +9,6 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -20,7 +19,7 @@ from vidgate.gateway import Gateway
 from vidgate.net.ssrf import BlockedAddress, resolve_checked
 from vidgate.server import images
 from vidgate.server.errors import ApiError, media_type, render_exception
-from vidgate.server.guards import SCOPE_KEY
+from vidgate.server.guards import SCOPE_KEY, replay
 from vidgate.server.observability import Metrics
 from vidgate.types import Reference, ReferenceKind
 
@@ -56,15 +55,13 @@ def caller(request: Request) -> KeyInfo:
     return info
 
 
-def check_concurrency(gw: Gateway, tenant: str) -> None:
-    row = gw.accounts.tenant(tenant)
-    cap = row["max_concurrent_jobs"] if row else None
-    if cap is not None and gw.accounts.running_jobs(tenant) >= cap:
+def check_concurrency(gw: Gateway, tenant: str, cap: int) -> None:
+    if gw.accounts.running_jobs(tenant) >= cap:
         raise ApiError(
             429,
             "too_many_jobs",
             f"tenant {tenant} already has {cap} jobs running (its cap); wait for one to finish",
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": "5"},  # pragma: no mutate — header names are case-insensitive
         )
 
 
@@ -82,7 +79,7 @@ async def admitted(request: Request, tenant: str) -> AsyncIterator[None]:
         return
     lock = st.admission.setdefault(tenant, asyncio.Lock())
     async with lock:
-        await asyncio.to_thread(check_concurrency, gw, tenant)
+        await asyncio.to_thread(check_concurrency, gw, tenant, row["max_concurrent_jobs"])
         yield
 
 
@@ -152,17 +149,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def replay_request(request: Request, body: bytes) -> Request:
-    """A Request over the same scope whose body is ``body`` (already read and checked)."""
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return Request(request.scope, receive)
+    """A Request over the same scope whose body is ``body`` (already read and checked), then
+    whatever the client sends next (as the gate replays a JSON body)."""
+    return Request(request.scope, replay(body, request.receive))
 
 
 #: answers that say "not now" rather than "no": a retry with the same key must run again

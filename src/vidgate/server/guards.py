@@ -237,7 +237,7 @@ class Gate:
         body = await self._read(receive, min(self.max_bytes, BODY_LIMITS.get(path, self.max_bytes)))
         if body.strip():
             parse_json(body)
-        return _replay(body, receive)
+        return replay(body, receive)
 
     async def _read(self, receive: Receive, limit: int) -> bytes:
         chunks: list[bytes] = []
@@ -258,7 +258,7 @@ class Gate:
         return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """A receive callable giving ``body`` once, then whatever the client sends next (a
     disconnect, which streaming routes listen for)."""
     sent = False
