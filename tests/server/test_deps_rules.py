@@ -628,3 +628,47 @@ def test_data_url_payload_must_be_base64() -> None:
         images.data_url(b"not an image", "upload")
     assert info.value.message == "upload: the bytes are not a PNG, JPEG, WebP or GIF image"
     assert images.decode_data_url("data:IMAGE/PNG;base64,AAAA", "p") == ("image/png", b"\0\0\0")
+
+
+# -- the upload route reads its body up to its own limit -----------------------------------
+
+
+def _upload_head(server: Server, key: str, length: int) -> bytes:
+    return (
+        f"POST /v1/videos HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def _answer(server: Server, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as s:
+        s.sendall(head)
+        s.sendall(body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            more = s.recv(65536)
+            if not more:
+                break
+            data += more
+    return int(data.split(b" ", 2)[1]), data
+
+
+def test_an_upload_declared_over_the_limit_is_413_before_its_body(idle_server: Server) -> None:
+    tenant = idle_server.tenant()
+    limit = guards.BODY_LIMITS["/v1/videos"]
+    # no body is sent: the answer can only come from the declared length
+    status, data = _answer(idle_server, _upload_head(idle_server, tenant.key, limit + 1))
+    assert status == 413
+    assert f"request bodies are limited to {limit} bytes".encode() in data
+
+
+def test_an_upload_declared_at_the_limit_is_read(idle_server: Server) -> None:
+    tenant = idle_server.tenant()
+    limit = guards.BODY_LIMITS["/v1/videos"]
+    status, _ = _answer(idle_server, _upload_head(idle_server, tenant.key, limit), b"x" * limit)
+    assert status != 413

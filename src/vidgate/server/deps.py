@@ -100,9 +100,7 @@ async def _check_url(gw: Gateway, url: str, what: str) -> None:
         raise BlockedAddress(f"{what} {url!r} is not allowed: {e.message}") from None
 
 
-async def fetch_reference(
-    gw: Gateway, ref: Reference, param: str = "request.references.url"
-) -> Reference:
+async def fetch_reference(gw: Gateway, ref: Reference, param: str) -> Reference:
     """Check a reference URL with the SSRF rules before it goes anywhere.
 
     Providers that take a URL (Luma, Runway, fal...) fetch it themselves, so it is passed on
@@ -110,12 +108,14 @@ async def fetch_reference(
     An internal address is refused here even though only the provider would fetch it: it
     can only be a mistake or a probe."""
     if ref.url.startswith("data:"):
-        if len(ref.url) > MAX_REFERENCE_BYTES * 4 // 3 + 100:
+        # len is whole: "> n / 3 + 100" and "> n // 3 + 100" refuse the same lengths
+        if len(ref.url) > MAX_REFERENCE_BYTES * 4 // 3 + 100:  # pragma: no mutate — see above
             raise InvalidRequest(f"inline reference is over {MAX_REFERENCE_BYTES} bytes")
         if ref.kind is ReferenceKind.IMAGE:
             # sniffed by content (in a thread: a 20 MB payload is decoded from base64)
             url = await asyncio.to_thread(images.checked_data_url, ref.url, param)
-            return ref if url == ref.url else ref.model_copy(update={"url": url})
+            if url != ref.url:
+                return ref.model_copy(update={"url": url})
         return ref
     await _check_url(gw, ref.url, "reference url")
     return ref
