@@ -231,7 +231,7 @@ class Router:
         hit = self._shape_cache.get(key)  # pragma: no mutate
         if hit is None:
             # an eviction bound: any bound gives the same answers
-            if len(self._shape_cache) >= 1024:  # pragma: no mutate
+            if len(self._shape_cache) >= 4096:  # pragma: no mutate
                 self._shape_cache.clear()
             hit = self._shape_cache[key] = [c for c in self.compiled if self._static_ok(v, c)]
         return hit
@@ -252,7 +252,7 @@ class Router:
         hit = self._size_cache.get(key)  # pragma: no mutate
         if hit is None:
             # an eviction bound: any bound gives the same answers
-            if len(self._size_cache) >= 4096:  # pragma: no mutate
+            if len(self._size_cache) >= 16_384:  # pragma: no mutate
                 self._size_cache.clear()
             hit = self._size_cache[key] = self._fit(v, self._statically_feasible(v))
         return hit
@@ -337,7 +337,7 @@ class Router:
             shaped = self._reasons.get(key)  # pragma: no mutate
             if shaped is None:
                 # an eviction bound: any bound gives the same answers
-                if len(self._reasons) >= 16_384:  # pragma: no mutate
+                if len(self._reasons) >= 65_536:  # pragma: no mutate
                     self._reasons.clear()
                 shaped = self._reasons[key] = self._failures(v, c, NO_ESTIMATE, self._by_shape)
             bad = self._failures(v, c, e, rest)
