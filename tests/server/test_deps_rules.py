@@ -672,3 +672,45 @@ def test_an_upload_declared_at_the_limit_is_read(idle_server: Server) -> None:
     limit = guards.BODY_LIMITS["/v1/videos"]
     status, _ = _answer(idle_server, _upload_head(idle_server, tenant.key, limit), b"x" * limit)
     assert status != 413
+
+
+# -- the gate: which requests it checks ----------------------------------------------------
+
+
+def test_the_api_root_needs_a_key_too(idle_server: Server) -> None:
+    with idle_server.client() as c:
+        r = c.get("/v1")
+    assert r.status_code == 401
+    assert r.json()["code"] == "missing_api_key"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_every_body_method_is_checked(idle_server: Server, method: str) -> None:
+    tenant = idle_server.tenant()
+    with idle_server.client(tenant) as c:
+        r = c.request(method, "/v1/jobs/job_x", content=_deep_body())
+    assert r.status_code == 400, r.text
+    assert detail(r) == "the request body is nested more than 32 levels deep"
+
+
+def test_a_json_type_with_several_parameters_is_checked(idle_server: Server) -> None:
+    tenant = idle_server.tenant()
+    ctype = "application/json; charset=utf-8; profile=x"
+    with idle_server.client(tenant) as c:
+        r = c.post("/v1/jobs", content=_deep_body(), headers={"content-type": ctype})
+    assert r.status_code == 400, r.text
+    assert detail(r) == "the request body is nested more than 32 levels deep"
+
+
+def test_the_request_size_limit_is_exact(idle_server: Server) -> None:
+    tenant = idle_server.tenant()
+    limit = guards.MAX_REQUEST_BYTES
+    head = (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant.key}\r\n"
+        "Content-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
+    )
+    status, data = _answer(idle_server, head.replace("{n}", str(limit + 1)).encode())
+    assert status == 413
+    assert f"request bodies are limited to {limit} bytes".encode() in data
+    status, _ = _answer(idle_server, head.replace("{n}", str(limit)).encode(), b" " * limit)
+    assert status != 413
