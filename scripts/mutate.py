@@ -60,7 +60,6 @@ TARGETS = {
                 "tests/server/test_hardening.py",
                 "tests/server/test_security.py",
                 "tests/server/test_idempotency.py",
-                "tests/server/test_budget.py",
             ),
         ),
         Target("routing", ("src/vidgate/routing/constraints.py",), ("tests/routing",)),

@@ -650,12 +650,22 @@ def _answer(server: Server, head: bytes, body: bytes = b"") -> tuple[int, bytes]
         s.sendall(head)
         s.sendall(body)
         data = b""
-        while b"\r\n\r\n" not in data:
+        while b"\r\n\r\n" not in data or len(data) < _length(data):
             more = s.recv(65536)
             if not more:
                 break
             data += more
     return int(data.split(b" ", 2)[1]), data
+
+
+def _length(data: bytes) -> int:
+    """Bytes of the whole answer: its head, and the body its Content-Length declares."""
+    head, _, _ = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value)
+    return len(head) + 4
 
 
 def test_an_upload_declared_over_the_limit_is_413_before_its_body(idle_server: Server) -> None:
