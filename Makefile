@@ -21,8 +21,12 @@ upgrade:
 demo: venv
 	@$(PY) scripts/demo.py
 
+# The suite runs on every core (pytest-xdist; each test file stays on one worker, tests are
+# independent: fresh PostgreSQL schemas, homes and loopback ports per test).
+PYTEST_ARGS ?= -n auto --dist loadfile
+
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks scripts
@@ -46,7 +50,7 @@ mutate: venv
 # gate, so upstream drift is seen when we choose to look rather than when it breaks a stop.
 test-latest:
 	$(PYTHON) scripts/venv.py latest --venv .venv-latest --extras $(EXTRAS)
-	.venv-latest/bin/python -m pytest -q
+	.venv-latest/bin/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-latest .demo .pytest_cache .mypy_cache .ruff_cache
