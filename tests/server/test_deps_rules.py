@@ -724,3 +724,37 @@ def test_the_request_size_limit_is_exact(idle_server: Server) -> None:
     assert f"request bodies are limited to {limit} bytes".encode() in data
     status, _ = _answer(idle_server, head.replace("{n}", str(limit)).encode(), b" " * limit)
     assert status != 413
+
+
+def test_a_chunked_upload_over_the_limit_is_413(idle_server: Server) -> None:
+    tenant = idle_server.tenant()
+    limit = guards.BODY_LIMITS["/v1/videos"]
+
+    def body() -> Any:  # no Content-Length: only counting the bytes can stop it
+        for _ in range(limit // (1 << 20)):
+            yield b"x" * (1 << 20)
+        yield b"x" * (limit % (1 << 20) + 1)
+
+    with idle_server.client(tenant, timeout=120) as c:
+        r = c.post(
+            "/v1/videos",
+            content=body(),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "body_too_large"
+    assert detail(r) == f"request bodies are limited to {limit} bytes"
+
+
+def test_a_reused_key_with_another_body_says_so(idle_server: Server) -> None:
+    tenant = idle_server.tenant()
+    key = str(uuid.uuid4())
+    with idle_server.client(tenant) as c:
+        assert c.post("/v1/jobs", json=JOB, headers={"Idempotency-Key": key}).status_code == 202
+        r = c.post("/v1/jobs", json={"request": {"prompt": "b"}}, headers={"Idempotency-Key": key})
+    assert r.status_code == 422
+    assert r.json()["code"] == "idempotency_key_reused"
+    assert detail(r) == (
+        "this Idempotency-Key was used with a different request body; use a "
+        "new key for a new request"
+    )

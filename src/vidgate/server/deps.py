@@ -88,7 +88,11 @@ def check_offerings(gw: Gateway, ids: list[str] | None) -> None:
     nearest id), never a configuration error of ours."""
     for oid in ids or ():
         if oid not in gw.catalog.offerings:
-            close = difflib.get_close_matches(oid, list(gw.catalog.offerings), n=1)
+            close = difflib.get_close_matches(
+                oid,
+                list(gw.catalog.offerings),
+                n=1,  # pragma: no mutate — only close[0] is shown, whatever n is
+            )
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise InvalidRequest(f"unknown offering {oid!r}; {hint}GET /v1/models lists them")
 
@@ -171,7 +175,7 @@ async def idempotent(
     bytes). A definite answer — success, or a 4xx about the request itself — is stored and
     replayed; a "not now" answer (402, 409, 429, any 5xx) is forgotten so a retry with the
     same key runs again."""
-    key = request.headers.get("idempotency-key")
+    key = request.headers.get("idempotency-key")  # pragma: no mutate — names are case-insensitive
     if key is None:
         return await handler()
     # an empty key is refused too: the job store would take "" as every request's key
@@ -194,7 +198,7 @@ async def idempotent(
             409,
             "idempotency_key_in_use",
             "a request with this Idempotency-Key is still being processed; retry shortly",
-            headers={"Retry-After": "1"},
+            headers={"Retry-After": "1"},  # pragma: no mutate — names are case-insensitive
         )
     if st.outcome == "replay":
         status = st.status_code or 200
