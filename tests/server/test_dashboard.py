@@ -6,6 +6,7 @@ for tenant scoping over plain HTTP."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,10 @@ def test_page_submits_a_job_and_plays_its_video(dash: Server, browser: Browser) 
     expect(page.locator("#t-succeeded")).to_have_text("1", timeout=10_000)
     cost_row = page.locator("#cost-offering tbody tr", has_text=offering)
     expect(cost_row).to_have_count(1, timeout=10_000)
+    # charged, estimated, and what the provider reported (or a dash where it reports nothing)
+    expect(cost_row.locator("td")).to_have_count(4)
+    expect(cost_row.locator("td").nth(2)).to_have_text(re.compile(r"^\$\d"))
+    expect(cost_row.locator("td").nth(3)).to_have_text(re.compile(r"^(\$\d.*|—)$"))
     provider = job["route"]["chosen"]["provider"]
     expect(page.locator(f"#health li[data-provider='{provider}'] .state")).to_have_text("healthy")
     expect(page.locator("#tenant-card")).to_be_hidden()  # not an admin key

@@ -625,9 +625,18 @@ function renderSummary(s) {
   $("cost-offering").tBodies[0].replaceChildren(
     ...offs.map((o) =>
       el("tr", {},
-        el("td", { class: "mono small", text: o.offering }),
-        el("td", { class: "num", text: o.clips }),
+        el("td", { class: "mono small", text: o.offering, title: `${o.clips} clip(s)` }),
         el("td", { class: "num", text: money(o.usd) }),
+        el("td", { class: "num", text: money(o.estimated_usd || 0) }),
+        // what the provider itself reported charging, where it reports it
+        el("td", {
+          class: "num" + (o.over_reservation ? " warn" : ""),
+          text: o.reported_clips ? money(o.reported_usd) : "—",
+          title: o.reported_clips
+            ? `${o.reported_clips} clip(s) reported by the provider` +
+              (o.over_reservation ? `; ${o.over_reservation} above the reservation` : "")
+            : "the provider reports no cost: charged from the delivered clip",
+        }),
       ),
     ),
   );
