@@ -150,10 +150,11 @@ def run_target(target: Target, only: list[str], children: int) -> dict[str, obje
     started = time.monotonic()
     run = _mutmut(where, "run", "--max-children", str(children))
     results = _results(where)
-    if run.returncode != 0 and not results:
-        sys.stderr.write(run.stdout[-2000:] + run.stderr[-2000:])
-        raise SystemExit(f"mutmut failed on {target.name}")
     counted = {k: v for k, v in results.items() if v in ("killed", "survived", "timeout")}
+    if not counted:
+        # e.g. the clean test run failed in the scratch copy: say so, never report "0 of 0"
+        sys.stderr.write(run.stdout[-3000:] + run.stderr[-3000:])
+        raise SystemExit(f"mutmut checked no mutant of {target.name} (exit {run.returncode})")
     killed = sum(v in ("killed", "timeout") for v in counted.values())
     survivors = sorted(k for k, v in counted.items() if v == "survived")
     return {
