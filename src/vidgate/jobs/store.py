@@ -388,29 +388,7 @@ class JobStore:
                     )
                 )
             for le in ledger:
-                if le.settles:
-                    res = conn.execute(
-                        update(db.ledger)
-                        .where(
-                            db.ledger.c.job_id == job.id,
-                            db.ledger.c.attempt_n == le.attempt_n,
-                            db.ledger.c.kind == "pending",
-                        )
-                        .values(kind=le.kind, amount_usd=le.amount_usd, created_at=now)
-                    )
-                    if res.rowcount:
-                        continue
-                conn.execute(
-                    insert(db.ledger).values(
-                        job_id=job.id,
-                        attempt_n=le.attempt_n,
-                        tenant=job.tenant,
-                        offering_id=le.offering_id,
-                        kind=le.kind,
-                        amount_usd=le.amount_usd,
-                        created_at=now,
-                    )
-                )
+                _book(conn, job, le, now, settle=le.settles)
         if release or job.state.terminal:
             claim.owner = ""  # further writes through this claim are stale by construction
         return job
@@ -552,27 +530,7 @@ class JobStore:
                 )
             )
             for le in ledger:
-                res = conn.execute(
-                    update(db.ledger)
-                    .where(
-                        db.ledger.c.job_id == job.id,
-                        db.ledger.c.attempt_n == le.attempt_n,
-                        db.ledger.c.kind == "pending",
-                    )
-                    .values(kind=le.kind, amount_usd=le.amount_usd, created_at=now)
-                )
-                if res.rowcount == 0:
-                    conn.execute(
-                        insert(db.ledger).values(
-                            job_id=job.id,
-                            attempt_n=le.attempt_n,
-                            tenant=job.tenant,
-                            offering_id=le.offering_id,
-                            kind=le.kind,
-                            amount_usd=le.amount_usd,
-                            created_at=now,
-                        )
-                    )
+                _book(conn, job, le, now, settle=True)
         return job
 
     def update_finished(self, job: Job) -> Job:
@@ -786,3 +744,32 @@ class JobStore:
         with self._tx() as conn:
             rows = conn.execute(select(db.workers).where(db.workers.c.last_seen >= since)).all()
         return [dict(r._mapping) for r in rows]
+
+
+def _book(conn: Connection, job: Job, le: LedgerEntry, now: datetime, *, settle: bool) -> None:
+    """Write an attempt's ledger row. Settling turns its ``pending`` row (an ambiguous or
+    abandoned attempt booked at its estimate) into the final one in place, so every attempt
+    keeps exactly one row; with no pending row there, the row is inserted."""
+    if settle:
+        res = conn.execute(
+            update(db.ledger)
+            .where(
+                db.ledger.c.job_id == job.id,
+                db.ledger.c.attempt_n == le.attempt_n,
+                db.ledger.c.kind == "pending",
+            )
+            .values(kind=le.kind, amount_usd=le.amount_usd, created_at=now)
+        )
+        if res.rowcount:
+            return
+    conn.execute(
+        insert(db.ledger).values(
+            job_id=job.id,
+            attempt_n=le.attempt_n,
+            tenant=job.tenant,
+            offering_id=le.offering_id,
+            kind=le.kind,
+            amount_usd=le.amount_usd,
+            created_at=now,
+        )
+    )
