@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import IN_CI
 from tests.server.conftest import Server, ServerFactory, Tenant, submit_job
+from vidgate.sandbox.core import FaultConfig, FaultRule
 
 CHROMIUM = Path(os.environ.get("VIDGATE_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -157,6 +158,34 @@ def test_page_submits_a_job_and_plays_its_video(dash: Server, browser: Browser) 
     expect(page.locator("#tenant-name")).to_have_text("demo")
     expect(page.locator(f"#jobs tr[data-job-id='{job['id']}']")).to_have_count(1)
     page.close()
+
+
+def test_page_flags_a_clip_billed_for_what_was_delivered(dash: Server, browser: Browser) -> None:
+    # the sandbox delivers longer and larger than asked: the job is billed for the delivery,
+    # and the page says so beside what was billed
+    dash.gateway.sandbox_url()  # the in-process sandbox, started now so its faults can be set
+    dash.gateway._sandbox.core.faults = FaultConfig(rules=[FaultRule(kind="oversize", rate=1.0)])
+    who = dash.tenant("over")
+    with dash.client(who) as c:
+        r = c.post(
+            "/v1/jobs",
+            json={"request": {"prompt": "a heron", "duration_s": 4, "resolution": "480p"}},
+        )
+    assert r.status_code == 202, r.text
+    job = dash.wait_job(who, r.json()["id"])
+    assert job["state"] == "succeeded", job
+    delivery = job["billing"]["delivery"]
+    assert delivery["delivered"]["duration_s"] > delivery["priced"]["duration_s"]
+
+    page: Page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(dash.url + "/")
+    page.fill("#api-key", who.key)
+    page.click("#key-submit")
+    page.locator(f"#jobs tr[data-job-id='{job['id']}']").click()
+    billing = page.locator("#d-facts dd.warn")
+    expect(billing).to_have_count(1)
+    expect(billing).to_contain_text("delivered")
+    expect(billing).to_contain_text(f"charged ${job['cost_usd']:.2f}")
 
 
 def test_page_refuses_a_bad_key(dash: Server, browser: Browser) -> None:

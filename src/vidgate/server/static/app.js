@@ -441,8 +441,30 @@ function onJobEvent(job) {
   if (job.id === state.selected) renderDetails(job);
 }
 
+// Why a job was billed other than as estimated: a delivered clip that differs from what was
+// priced, or a provider-reported cost (flagged above the reservation). Data, shown as text.
+function billingFlag(billing) {
+  const d = billing && billing.delivery;
+  if (!d) return null;
+  const parts = [];
+  if (d.delivered && d.priced) {
+    parts.push(`delivered ${seconds(d.delivered.duration_s)} ${d.delivered.resolution}, priced ` +
+      `${seconds(d.priced.duration_s)} ${d.priced.resolution}: charged ${money(d.charged_usd)}` +
+      (d.uncovered_usd ? ` (${money(d.uncovered_usd)} over the reservation)` : ""));
+  }
+  if (d.reported) {
+    parts.push(`provider reported ${d.reported.amount} ${d.reported.unit}` +
+      (d.reported.usd !== null && d.reported.usd !== undefined ? ` (${money(d.reported.usd)})` : "") +
+      (d.over_reservation ? ", above the reservation" : ""));
+  }
+  const inner = d.delivery;
+  if (inner && inner.delivered) parts.push(`delivered ${seconds(inner.delivered.duration_s)} ${inner.delivered.resolution}`);
+  return parts.length ? { text: parts.join("; "), title: d.reason || "" } : null;
+}
+
 function fact(dl, name, value, opts = {}) {
-  dl.append(el("dt", { text: name }), el("dd", { class: opts.mono ? "mono" : null, title: opts.title }, value));
+  const cls = [opts.mono ? "mono" : "", opts.warn ? "warn" : ""].join(" ").trim();
+  dl.append(el("dt", { text: name }), el("dd", { class: cls || null, title: opts.title }, value));
 }
 
 function renderDetails(job) {
@@ -462,6 +484,8 @@ function renderDetails(job) {
   fact(facts, "Requested", `${r.duration_s}s · ${r.resolution} · ${r.aspect_ratio}` + (r.audio === "required" ? " · audio" : ""));
   fact(facts, "Estimated", money(job.estimated_cost_usd));
   fact(facts, "Billed", money(job.cost_usd));
+  const billingNote = billingFlag(job.billing);
+  if (billingNote) fact(facts, "Billing", billingNote.text, { title: billingNote.title, warn: true });
   if (job.finished_at) fact(facts, "Latency", seconds((Date.parse(job.finished_at) - Date.parse(job.created_at)) / 1000));
   if (asset) {
     fact(facts, "Output", `${asset.width}×${asset.height} · ${asset.fps} fps · ${seconds(asset.duration_s)}`);
