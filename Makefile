@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-EXTRAS ?= dev,server,contract
+EXTRAS ?= dev,server,contract,local,mcp,ray
 
 .PHONY: venv lock upgrade demo test test-latest lint typecheck check bench chaos mutate clean
 
