@@ -8,6 +8,7 @@ why and the others still run; the exit status is 1 if any failed to produce figu
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -20,26 +21,24 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from benchmarks.common import RESULTS, Options, record, say
 
-ORDER = ["routing", "planner", "worker", "service"]
+#: every benchmark is ``benchmarks/<name>.py`` with ``run(options) -> figures``
+ORDER = [
+    "routing",
+    "planner",
+    "worker",
+    "service",
+    "stages",
+    "provenance",
+    "assembly",
+    "local_models",
+]
 
 
 def _runner(name: str) -> Callable[[Options], dict[str, Any]]:
     # Imported on demand, so `--only routing` does not pay for the others' imports.
-    if name == "routing":
-        from benchmarks import routing
-
-        return routing.run
-    if name == "planner":
-        from benchmarks import planner
-
-        return planner.run
-    if name == "worker":
-        from benchmarks import worker
-
-        return worker.run
-    from benchmarks import service
-
-    return service.run
+    module = importlib.import_module(f"benchmarks.{name}")
+    run: Callable[[Options], dict[str, Any]] = module.run
+    return run
 
 
 def parse(argv: list[str] | None) -> tuple[list[str], Options]:
