@@ -242,6 +242,29 @@ class PolicyWeights(_Input):
         return self
 
 
+GateAction = Literal["regenerate", "fallback", "deliver_flagged", "fail"]
+
+
+class QualityGate(_Input):
+    """What a delivered clip must pass, and what happens when it does not.
+
+    Given on a request as ``quality: {min_score, checks, on_fail, ...}`` (a plain tier string
+    there keeps meaning the model tier), or as a tenant default."""
+
+    #: the lowest acceptable composite score, 0–10 (the mean of the scored stages)
+    min_score: Annotated[float | None, Field(ge=0, le=10)] = None
+    #: technical checks to run (names from ``vidgate check --list``); None runs every one
+    #: that applies to the request
+    checks: Annotated[list[str] | None, Field(max_length=32)] = None
+    #: prompt adherence by CLIP similarity (needs a configured local CLIP model)
+    clip: bool = False
+    #: a VLM judge scores adherence, artifacts, physics and text (billed on the ledger)
+    judge: bool = False
+    on_fail: GateAction = "deliver_flagged"
+    #: extra generations the gate may start for this job (each budgeted and counted)
+    max_extra_attempts: Annotated[int, Field(ge=0, le=5)] = 2
+
+
 class VideoRequest(_Input):
     """What the user wants. Provider-neutral; the router maps it onto offerings."""
 
@@ -260,6 +283,8 @@ class VideoRequest(_Input):
         default_factory=list
     )
     quality: QualityTier | None = None
+    #: the quality gate (``quality`` given as an object on the wire); None: tenant default
+    quality_gate: QualityGate | None = None
     constraints: Constraints = Field(default_factory=Constraints)
     #: what the content is (dialogue, human-motion, stylized, product, multi-shot...): ranks
     #: offerings whose models are strong at it higher (balanced and best-quality policies)
@@ -292,6 +317,22 @@ class VideoRequest(_Input):
     def _aspect(cls, v: str) -> str:
         parse_aspect(v)
         return v.strip()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quality_object(cls, data: Any) -> Any:
+        # `quality` is a tier string, or an object: its `tier` stays the model tier and the
+        # rest is the gate, so one field on the wire carries both.
+        if isinstance(data, dict) and isinstance(data.get("quality"), dict):
+            if data.get("quality_gate") is not None:
+                raise ValueError("give the quality gate as `quality` or `quality_gate`, not both")
+            data = dict(data)
+            gate = dict(data.pop("quality"))
+            tier = gate.pop("tier", None)
+            if tier is not None:
+                data["quality"] = tier
+            data["quality_gate"] = gate
+        return data
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -451,6 +492,14 @@ class Job(BaseModel):
     #: how the charge was settled when it differs from the estimate: delivered ≠ priced,
     #: reservation top-ups, attempts still ``pending``, operator reconciliations
     billing: dict[str, Any] | None = None
+    #: post-generation stage results by stage name (a serialised ``StageResult``), written as
+    #: each stage ends so a crash resumes at the stage it was in
+    stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: the quality gate's verdict on what was delivered: {verdict, score, failed, flagged,
+    #: regenerations, history}; None when no gate ran
+    quality: dict[str, Any] | None = None
+    #: the story this job is a shot or segment of
+    parent_id: str | None = None
 
     @property
     def latency_s(self) -> float | None:

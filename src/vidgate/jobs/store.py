@@ -53,6 +53,11 @@ def _now() -> datetime:
 
 def request_hash(request: VideoRequest, extra: dict[str, Any] | None = None) -> str:
     body = request.model_dump(mode="json")
+    # Fields added after jobs were stored leave the hash as it was while unset, so a retried
+    # create with the same idempotency key still matches across an upgrade.
+    for added in ("quality_gate",):
+        if body.get(added) is None:
+            body.pop(added, None)
     return hashlib.sha256(
         json.dumps([body, extra or {}], sort_keys=True, default=str).encode()
     ).hexdigest()
