@@ -169,6 +169,32 @@ idempotency = Table(
 )
 
 
+#: stories: parent jobs whose shots and segments are ordinary jobs (vidgate.stories)
+stories = Table(
+    "stories",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("terminal", Boolean, nullable=False, default=False),
+    Column("idempotency_key", String(255)),
+    Column("request_hash", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("lease_owner", String(128)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("fence", Integer, nullable=False, default=0),
+    Column("next_run_at", DateTime(timezone=True), nullable=False),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    #: what is still held of the budget reserved for the whole story at submit
+    Column("reserved_usd", Float, nullable=False, default=0.0),
+    Column("doc", Text, nullable=False),
+    UniqueConstraint("tenant", "idempotency_key", name="uq_stories_tenant_idempotency_key"),
+)
+Index("ix_stories_claim", stories.c.terminal, stories.c.next_run_at)
+Index("ix_stories_tenant_created", stories.c.tenant, stories.c.created_at)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
