@@ -64,6 +64,14 @@ class Gateway:
     def catalog(self) -> Catalog:
         if self._catalog is None:
             self._catalog = load_catalog(self.settings.catalog)
+            # self-hosted offerings are routable while a configured model server serves them
+            from vidgate.providers.local_fleet import PROTOCOL, self_hosted_catalog
+
+            self._catalog = self_hosted_catalog(
+                self._catalog,
+                self.credentials.base_url_override(PROTOCOL),
+                self.sandbox_url if self.sandbox else None,
+            )
         return self._catalog
 
     @cached_property

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -299,3 +299,23 @@ def discover_sync(servers: Sequence[str], *, timeout_s: float = 3.0) -> list[Ser
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, go()).result()
+
+
+def servers_for(value: str | None, sandbox_url: Callable[[], str] | None = None) -> list[str]:
+    """The servers a ``VIDGATE_LOCAL_DIFFUSERS_BASE_URL`` value names; ``sandbox`` adds the
+    sandbox's emulator when ``sandbox_url`` is given (sandbox mode)."""
+    servers = configured(value)
+    if value and sandbox_url is not None and SANDBOX in (p.strip() for p in value.split(",")):
+        servers.append(normalise(f"{sandbox_url()}/{PROTOCOL}"))
+    return servers
+
+
+def self_hosted_catalog(
+    catalog: Catalog, value: str | None, sandbox_url: Callable[[], str] | None = None
+) -> Catalog:
+    """The catalog a gateway routes on: self-hosted offerings enabled and priced from what
+    the configured servers answer now (unchanged when none is configured)."""
+    servers = servers_for(value, sandbox_url)
+    if not servers:
+        return catalog
+    return with_servers(catalog, discover_sync(servers))

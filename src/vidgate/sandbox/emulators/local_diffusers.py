@@ -69,7 +69,7 @@ def _stats(core: SandboxCore, model: str) -> dict[str, Any]:
     done = [
         j
         for j in core.store.list(PROTOCOL, limit=10_000)
-        if j.model == model and j.phase()[0] == "succeeded"
+        if j.model == model and _phase(j)[0] == "succeeded"
     ]
     video = sum(float(j.params["duration_s"]) for j in done)
     compute = sum(j.latency_s for j in done)
@@ -112,8 +112,20 @@ def _model(core: SandboxCore, model_id: str, o: Offering) -> dict[str, Any]:
     }
 
 
-def _video(core: SandboxCore, job: SandboxJob) -> dict[str, Any]:
+#: a prompt carrying this runs out of GPU memory at the end (a deterministic trigger, like the
+#: sandbox's "[unsafe]"), so tests and demos can exercise the capacity failure
+OOM = "[oom]"
+
+
+def _phase(job: SandboxJob) -> tuple[str, float]:
     phase, progress = job.phase()
+    if phase == "succeeded" and OOM in str(job.params.get("prompt", "")).lower():
+        return "failed", progress
+    return phase, progress
+
+
+def _video(core: SandboxCore, job: SandboxJob) -> dict[str, Any]:
+    phase, progress = _phase(job)
     p = job.params
     out: dict[str, Any] = {
         "id": job.id,
@@ -142,7 +154,9 @@ def _video(core: SandboxCore, job: SandboxJob) -> dict[str, Any]:
         out["cost_usd"] = round(job.latency_s * USD_PER_HOUR / 3600.0, 8)
     elif phase == "failed":
         code = "content_rejected" if job.outcome == "fail:content_rejected" else "pipeline_error"
-        out["error"] = {"code": code, "message": "the emulated pipeline raised"}
+        if job.outcome == "ok":
+            code = "out_of_memory"
+        out["error"] = {"code": code, "message": f"the emulated pipeline ended with {code}"}
     elif phase == "canceled":
         out["error"] = {"code": "cancelled", "message": "cancelled"}
     return out
@@ -249,7 +263,7 @@ def router(core: SandboxCore) -> APIRouter:
         job = lookup(video_id)
         if isinstance(job, JSONResponse):
             return job
-        if job.phase()[0] != "succeeded":
+        if _phase(job)[0] != "succeeded":
             return _error(404, "not_found", f"video {video_id!r} is not completed")
         path = await asyncio.to_thread(core.render, job)
         return FileResponse(path, media_type="video/mp4")
