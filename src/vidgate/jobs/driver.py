@@ -64,6 +64,7 @@ from vidgate.errors import (
     RetryableError,
     VidgateError,
 )
+from vidgate.jobs import waiting
 from vidgate.jobs.crash import crash_point
 from vidgate.jobs.store import Claim, JobStore, LedgerEntry, OutboxEvent
 from vidgate.jobs.webhooks import events_for
@@ -304,6 +305,13 @@ class JobDriver:
                     return claim.job
                 continue
             nxt = await self._next_offering(claim, rejected_vendors)
+            if nxt is None and (wait := self._wait_plan(job)) is not None:
+                # every route is down for now: wait in queued (jobs/waiting.py), then route again
+                waiting.record(job, wait, _now())
+                await self._save(claim)
+                await self._emit(job, on_progress)
+                await self._sleep(wait.seconds, wake)
+                continue
             if nxt is None:
                 budget_why = [
                     s["why"]
@@ -378,10 +386,8 @@ class JobDriver:
         job = claim.job
         route = job.route or {}
         # An attempt an operator declared never landed (reconcile --resubmit) does not
-        # count as having tried its offering.
-        tried = {
-            a.offering_id for a in job.attempts if not (a.error or {}).get("operator_resubmit")
-        }
+        # count as having tried its offering; nor does a create refused before a wait.
+        tried = waiting.tried(job)
         # What earlier attempts may still bill (pending: ambiguous or abandoned) counts as
         # spent: moving on must be covered for the worst case, both remote jobs billing.
         committed = sum(
@@ -409,6 +415,10 @@ class JobDriver:
                 continue
             return offering
         return None
+
+    def _wait_plan(self, job: Job) -> waiting.Wait | None:
+        providers = {o.id: o.provider for o in self.catalog.offerings.values()}
+        return waiting.plan(job, _now(), self.health, providers)
 
     async def _cover(self, claim: Claim, needed: float) -> str | None:
         """Make the job's reservation cover ``needed`` (top it up atomically against the

@@ -3,6 +3,8 @@
 * ``cheapest``: estimated cost, then p50 latency, then higher Elo, then id.
 * ``fastest``: latency at the request's percentile, then cost.
 * ``best-quality``: quality score (with content hints), then cost.
+* ``hybrid``: ``balanced``, then every self-hosted offering after every API (the
+  ``auto:hybrid`` alias).
 * ``balanced``: the utility
 
       U = w_q · Q + w_c · C + w_l · L
@@ -127,6 +129,18 @@ def _balanced(cands: list[Candidate], request: VideoRequest, catalog: Catalog) -
     return sorted(cands, key=lambda c: (-(c.utility or 0.0), _cost(c), c.offering.id))
 
 
+#: who runs an offering on the operator's own hardware (catalog ``provider``)
+SELF_HOSTED = "self-hosted"
+
+
+def _hybrid(cands: list[Candidate], request: VideoRequest, catalog: Catalog) -> list[Candidate]:
+    """The seeds' hybrid chain (seed 001: primary API → secondary API → self-hosted): the
+    balanced order, with every self-hosted offering after every API. The operator's own GPU
+    is the fallback no provider outage can take away, so it is kept for when the APIs fail."""
+    ranked = _balanced(cands, request, catalog)
+    return sorted(ranked, key=lambda c: c.offering.provider == SELF_HOSTED)  # stable
+
+
 Policy = Callable[[list["Candidate"], VideoRequest, Catalog], list["Candidate"]]
 
 POLICIES: dict[str, Policy] = {
@@ -134,6 +148,7 @@ POLICIES: dict[str, Policy] = {
     "fastest": _fastest,
     "best-quality": _best_quality,
     "balanced": _balanced,
+    "hybrid": _hybrid,
 }
 
 
