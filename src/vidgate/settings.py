@@ -65,6 +65,22 @@ class Settings(BaseSettings):
     #: loopback. Never set this in production.
     ssrf_allow_hosts: str = ""
 
+    #: C2PA signing (docs/provenance.md): the PEM certificate chain (leaf first, then its
+    #: issuing CAs) and the PEM private key, each a file path or the PEM text itself;
+    #: `vidgate provenance dev-ca DIR` makes a development pair. Unset: outputs are unsigned.
+    c2pa_cert: str | None = None
+    c2pa_key: str | None = None
+    #: refuse to start (and fail the stage) when the signing pair is not configured
+    c2pa_required: bool = False
+    #: put the prompt itself in the manifest (its SHA-256 is always there)
+    c2pa_include_prompt: bool = False
+    #: a timestamp authority (RFC 3161) to countersign with; none by default (offline)
+    c2pa_tsa_url: str | None = None
+    #: PEM bundle of trust anchors for `vidgate verify` and the provenance route ("Trusted")
+    c2pa_trust_anchors: str | None = None
+    #: JPEG thumbnails of ingredients in the manifest (~185 KB for a 2 KB input image)
+    c2pa_thumbnails: bool = False
+
     def webhook_schedule(self) -> tuple[float, ...]:
         try:
             return tuple(float(x) for x in self.webhook_retry_schedule_s.split(",") if x.strip())
