@@ -1,0 +1,98 @@
+"""The story record: which offering made what, what it cost, the quality verdicts and the
+joins — built from the child jobs and the ledger, so the record and the ledger agree to the
+cent by construction (and a test holds them to it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vidgate.stories.plan import StoryPlan
+from vidgate.types import Job
+
+
+def _cents(x: float) -> float:
+    return round(x + 0.0, 2)
+
+
+def build_record(
+    *,
+    story_id: str,
+    title: str,
+    plan: StoryPlan,
+    children: dict[str, Job],
+    ledger: list[dict[str, Any]],
+    joins: list[dict[str, Any]],
+    film: dict[str, Any] | None,
+    shot_files: dict[str, str],
+) -> dict[str, Any]:
+    """``children`` maps "shot.segment" to its job; ``ledger`` holds the children's rows."""
+    by_job: dict[str, float] = {}
+    for row in ledger:
+        if row["kind"] in ("charge", "pending"):
+            by_job[row["job_id"]] = by_job.get(row["job_id"], 0.0) + float(row["amount_usd"])
+    shots = []
+    total = 0.0
+    for sp in plan.shots:
+        segs: list[dict[str, Any]] = []
+        for seg in sp.segments:
+            job = children.get(f"{sp.index}.{seg.index}")
+            if job is None:
+                continue
+            cost = job.cost_usd or 0.0
+            total += cost
+            segs.append(
+                {
+                    "segment": seg.index,
+                    "job_id": job.id,
+                    "state": job.state.value,
+                    "planned_offering": seg.offering_id,
+                    "offering": job.offering_id,
+                    "starts": seg.starts,
+                    "attempts": [
+                        {
+                            "offering": a.offering_id,
+                            "state": a.state.value,
+                            "cost_usd": a.cost_usd,
+                        }
+                        for a in job.attempts
+                    ],
+                    "estimated_cost_usd": seg.cost_usd,
+                    "cost_usd": cost,
+                    "ledger_usd": round(by_job.get(job.id, 0.0), 6),
+                    "delivered_s": job.assets[0].duration_s if job.assets else None,
+                    "keep_s": seg.keep_s,
+                    "quality": job.quality,
+                    "stages": job.stages or None,
+                }
+            )
+        shots.append(
+            {
+                "shot": sp.index,
+                "prompt": sp.prompt,
+                "duration_s": sp.duration_s,
+                "offering": sp.offering_id,
+                "model": sp.model,
+                "chain": sp.chain,
+                "switched_because": sp.switched_because,
+                "references": sp.references,
+                "seed": sp.seed,
+                "transition": sp.transition,
+                "audio": sp.audio,
+                "file": shot_files.get(str(sp.index)),
+                "segments": segs,
+                "cost_usd": round(sum(s["cost_usd"] for s in segs), 6),
+            }
+        )
+    ledger_total = sum(by_job.values())
+    return {
+        "story": story_id,
+        "title": title,
+        "film": film,
+        "plan": plan.summary(),
+        "shots": shots,
+        "joins": joins,
+        "cost_usd": round(total, 6),
+        "ledger_usd": round(ledger_total, 6),
+        # both to the cent: the record is made from the same rows the ledger books
+        "matches_ledger": _cents(total) == _cents(ledger_total),
+    }
