@@ -24,6 +24,7 @@ from vidgate.cli import models as models_cli
 from vidgate.cli import plan as plan_cli
 from vidgate.cli import reconcile as reconcile_cli
 from vidgate.cli import service as service_cli
+from vidgate.cli import story as story_cli
 from vidgate.cli.common import err_console, print_json, settings_from
 from vidgate.cli.output import LOG_FORMAT_ENV, configure_logging
 from vidgate.errors import (
@@ -79,6 +80,7 @@ app.command("spend")(service_cli.spend)
 app.add_typer(service_cli.keys_app, name="keys")
 app.add_typer(plan_cli.app, name="plan")
 app.command("simulate")(plan_cli.simulate)
+app.command("story")(story_cli.story)
 
 sandbox_app = typer.Typer(help="The offline provider emulator.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
