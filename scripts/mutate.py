@@ -138,6 +138,8 @@ def _scratch(target: Target, only: list[str], rev: str | None) -> Path:
     # tests find shared/ beside the checkout; mutmut runs them from <scratch>/mutants/
     if (ROOT.parent / "shared").is_dir():
         (where / "shared").symlink_to(ROOT.parent / "shared")
+    # a revision from before a test file existed runs without it
+    tests = [t for t in target.tests if (where / t).exists()]
     pyproject = (where / "pyproject.toml").read_text()
     pyproject += "\n[tool.mutmut]\n" + "\n".join(
         (
@@ -145,7 +147,7 @@ def _scratch(target: Target, only: list[str], rev: str | None) -> Path:
             # mutmut copies only tests/ beside the mutated source; some tests run scripts
             'also_copy = ["scripts", "examples"]',
             f"only_mutate = {json.dumps(only)}",
-            f"pytest_add_cli_args_test_selection = {json.dumps(list(target.tests))}",
+            f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
             f"pytest_add_cli_args = {json.dumps(PYTEST_ARGS + list(target.args))}",
         )
     )
