@@ -56,6 +56,8 @@ class WorkerConfig:
     grace_s: float = 30.0
     #: crashes of a job's driving tolerated (across workers) before it is failed
     max_drive_errors: int = 3
+    #: also step stories (parents whose shots are this store's jobs)
+    drive_stories: bool = True
 
 
 @dataclass
@@ -132,6 +134,11 @@ class Worker:
         loops = [asyncio.create_task(self._heartbeat_loop())]
         if self.config.deliver_webhooks:
             loops.append(asyncio.create_task(self._outbox_loop()))
+        if self.config.drive_stories and self.only_job is None:
+            # stories sit above jobs (a story's shots are jobs): imported here, lazily
+            from vidgate.stories.driver import StoryLoop
+
+            loops.append(asyncio.create_task(StoryLoop(self.gw, self.id).run(self._stop)))
         try:
             await self._claim_loop(until_idle)
         finally:
