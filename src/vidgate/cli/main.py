@@ -22,6 +22,7 @@ from vidgate.cli import generate as gen
 from vidgate.cli import jobs as jobs_cli
 from vidgate.cli import models as models_cli
 from vidgate.cli import plan as plan_cli
+from vidgate.cli import provenance as provenance_cli
 from vidgate.cli import reconcile as reconcile_cli
 from vidgate.cli import service as service_cli
 from vidgate.cli import story as story_cli
@@ -80,6 +81,8 @@ app.command("spend")(service_cli.spend)
 app.add_typer(service_cli.keys_app, name="keys")
 app.add_typer(plan_cli.app, name="plan")
 app.command("simulate")(plan_cli.simulate)
+app.add_typer(provenance_cli.app, name="provenance")
+app.command("verify")(provenance_cli.verify)
 app.command("story")(story_cli.story)
 
 sandbox_app = typer.Typer(help="The offline provider emulator.", no_args_is_help=True)
