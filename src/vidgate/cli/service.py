@@ -14,6 +14,7 @@ from vidgate.cli.output import print_table
 from vidgate.errors import ConfigError
 from vidgate.extras import require
 from vidgate.gateway import Gateway
+from vidgate.provenance.keys import startup_check
 from vidgate.settings import Settings
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ def serve(
     down). The worker's polling then never takes CPU from the API's requests."""
     require("server")
     settings = settings_from(sandbox)
+    # a bad C2PA signing pair stops the service here, not at the first job it would sign
+    startup_check(settings)
     if no_worker:
         workers = 0
     if fd is not None:
