@@ -25,6 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from vidgate.catalog.schema import Offering
 from vidgate.sandbox.core import CREATE_FAULTS, FaultRule, SandboxCore, credential_ok
+from vidgate.sandbox.emulators._gemini_judge import add_generate_content
 from vidgate.sandbox.store import SandboxJob
 from vidgate.types import Resolution, frame_size
 
@@ -388,4 +389,6 @@ def router(core: SandboxCore) -> APIRouter:
         path = await asyncio.to_thread(core.render, job)
         return FileResponse(path, media_type="video/mp4")
 
+    # the VLM judge: generateContent lives on the same Gemini API base, behind the same key
+    add_generate_content(r, core, auth_error)
     return r
