@@ -36,7 +36,6 @@ from vidgate.cli.common import (
 from vidgate.errors import VidgateError
 from vidgate.gateway import Gateway
 from vidgate.jobs.worker import Worker, WorkerConfig
-from vidgate.provenance.keys import startup_check
 from vidgate.types import Job, JobState
 
 Tenant = Annotated[str, typer.Option("--tenant", help="Tenant the job belongs to.")]
@@ -132,6 +131,8 @@ def worker(
 ) -> None:
     """Claim and run jobs until interrupted; resumes every in-flight job after a restart."""
     # a bad C2PA signing pair stops the worker here, not at the first job it would sign
+    from vidgate.provenance.keys import startup_check
+
     startup_check(settings_from(sandbox))
     if processes > 1:
         from vidgate.cli.service import supervise_workers

@@ -13,8 +13,6 @@ from typing import Annotated
 import typer
 
 from vidgate.cli.common import err_console, print_json
-from vidgate.provenance.devca import make_dev_ca
-from vidgate.provenance.verify import describe, load_anchors, verify_file
 from vidgate.settings import Settings
 
 app = typer.Typer(help="C2PA provenance: development keys.", no_args_is_help=True)
@@ -28,6 +26,8 @@ def dev_ca(
     ] = False,
 ) -> None:
     """Make an offline test CA and a signing leaf for development (never for production)."""
+    from vidgate.provenance.devca import make_dev_ca  # cryptography loads only when used
+
     made = make_dev_ca(folder, force=force)
     for line in made.env_lines():
         print(line)
@@ -53,6 +53,8 @@ def verify(
     """Print a video's C2PA manifest and whether it is valid, trusted or invalid.
 
     Exit status: 0 valid or trusted, 1 invalid or no manifest, 2 bad input."""
+    from vidgate.provenance.verify import describe, load_anchors, verify_file  # loads c2pa
+
     anchors = load_anchors(trust if trust is not None else Settings().c2pa_trust_anchors)
     report = verify_file(file, trust_anchors=anchors)
     if as_json:

@@ -14,7 +14,6 @@ from vidgate.cli.output import print_table
 from vidgate.errors import ConfigError
 from vidgate.extras import require
 from vidgate.gateway import Gateway
-from vidgate.provenance.keys import startup_check
 from vidgate.settings import Settings
 
 if TYPE_CHECKING:
@@ -62,6 +61,8 @@ def serve(
     require("server")
     settings = settings_from(sandbox)
     # a bad C2PA signing pair stops the service here, not at the first job it would sign
+    from vidgate.provenance.keys import startup_check
+
     startup_check(settings)
     if no_worker:
         workers = 0
