@@ -17,6 +17,8 @@ EXTRA_OF: dict[str, str] = {
     "diffusers": "local",
     "transformers": "local",
     "accelerate": "local",
+    "mcp": "mcp",
+    "mcp_types": "mcp",
 }
 
 

@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - older typer
 from vidgate import __version__
 from vidgate.cli import generate as gen
 from vidgate.cli import jobs as jobs_cli
+from vidgate.cli import mcp as mcp_cli
 from vidgate.cli import models as models_cli
 from vidgate.cli import plan as plan_cli
 from vidgate.cli import provenance as provenance_cli
@@ -83,6 +84,7 @@ app.add_typer(plan_cli.app, name="plan")
 app.command("simulate")(plan_cli.simulate)
 app.add_typer(provenance_cli.app, name="provenance")
 app.command("verify")(provenance_cli.verify)
+app.command("mcp")(mcp_cli.mcp)
 app.command("story")(story_cli.story)
 
 sandbox_app = typer.Typer(help="The offline provider emulator.", no_args_is_help=True)
