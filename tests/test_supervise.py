@@ -189,3 +189,67 @@ def test_serve_runs_api_and_worker_apart_and_readyz_fails_while_a_worker_is_down
     assert sup.returncode == 0, out
     for pid in pids:
         assert not _alive(pid), (pid, out)
+
+
+def test_serve_metrics_count_jobs_the_worker_process_finished(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    """The API and the worker are separate processes; a job the worker finished must still
+    show in the API's /metrics (prometheus_client's multiprocess collection)."""
+    home = tmp_path / "h"
+    env = _env(home)
+    made = subprocess.run(
+        [sys.executable, "-m", "vidgate", "keys", "create", "--tenant", "acme", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = json.loads(made.stdout)["key"]
+    port = _free_port()
+    sup = subprocess.Popen(
+        [sys.executable, "-m", "vidgate", "serve", "--sandbox", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    started.append(sup)
+    base = f"http://127.0.0.1:{port}"
+
+    def answers(path: str) -> httpx.Response | None:
+        try:
+            return httpx.get(f"{base}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+        except httpx.HTTPError:
+            return None
+
+    _until(lambda: (r := answers("/readyz")) is not None and r.status_code == 200, "ready")
+    created = httpx.post(
+        f"{base}/v1/jobs",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"request": {"prompt": "a fox", "duration_s": 4, "resolution": "480p"}},
+        timeout=30,
+    )
+    assert created.status_code == 202, created.text
+    job = created.json()
+    _until(
+        lambda: (
+            (r := answers(f"/v1/jobs/{job['id']}")) is not None and r.json()["state"] == "succeeded"
+        ),
+        "the job to succeed",
+    )
+    offering = answers(f"/v1/jobs/{job['id']}").json()["offering_id"]  # type: ignore[union-attr]
+
+    def finished() -> float:
+        text = answers("/metrics").text  # type: ignore[union-attr]
+        want = f'vidgate_jobs_finished_total{{offering="{offering}",state="succeeded"}} '
+        lines = [ln for ln in text.splitlines() if ln.startswith(want)]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+    assert _until(finished, "the worker's finished count in the API's /metrics") == 1.0
+    text = answers("/metrics").text  # type: ignore[union-attr]
+    assert 'vidgate_jobs_submitted_total{offering="' + offering + '"} 1.0' in text
+    sup.send_signal(signal.SIGINT)
+    out, _ = sup.communicate(timeout=120)
+    assert sup.returncode == 0, out
+    assert not list(home.glob("metrics-*")), "the metrics folder outlived the service"

@@ -39,6 +39,9 @@ log = logging.getLogger("vidgate.supervise")
 #: env var naming the supervisor's state file; set for every child it starts
 STATE_ENV = "VIDGATE_SUPERVISOR_STATE"
 _PR_SET_PDEATHSIG = 1
+#: prometheus_client's own switch: set, every process writes its samples to files in this
+#: folder and a scrape of any API process adds up all of them (workers included)
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def vidgate_argv(*args: str) -> list[str]:

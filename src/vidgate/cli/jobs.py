@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -104,6 +106,21 @@ def submit(
         print(job.id)
 
 
+def _shared_metrics() -> Callable[[Job], None] | None:
+    """Under a supervisor that collects metrics across processes (``vidgate serve``), the
+    jobs this worker finishes are counted where the API's ``/metrics`` reads them."""
+    from vidgate.supervise import METRICS_ENV
+
+    if not os.environ.get(METRICS_ENV):
+        return None
+    try:
+        from vidgate.server.observability import Metrics
+    except ImportError:  # no server extra: no API to scrape either
+        return None
+
+    return Metrics().job_finished
+
+
 def worker(
     ctx: typer.Context,
     concurrency: Annotated[
@@ -144,7 +161,7 @@ def worker(
     )
 
     async def main() -> None:
-        w = Worker(gw, config)
+        w = Worker(gw, config, on_finished=_shared_metrics())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, w.stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -15,6 +16,7 @@ from vidgate.errors import ConfigError
 from vidgate.extras import require
 from vidgate.gateway import Gateway
 from vidgate.settings import Settings
+from vidgate.supervise import METRICS_ENV
 
 if TYPE_CHECKING:
     from vidgate.supervise import ChildSpec
@@ -164,7 +166,7 @@ def _prepare(settings: Settings) -> tuple[dict[str, str], list[ChildSpec]]:
         gw.store  # noqa: B018 - runs the migrations
     finally:
         gw.close()
-    env: dict[str, str] = {}
+    env: dict[str, str] = {METRICS_ENV: str(_metrics_dir(settings))}
     specs: list[ChildSpec] = []
     if settings.sandbox:
         env["VIDGATE_SANDBOX"] = "1"
@@ -181,6 +183,17 @@ def _prepare(settings: Settings) -> tuple[dict[str, str], list[ChildSpec]]:
                 )
             )
     return env, specs
+
+
+def _metrics_dir(settings: Settings) -> Path:
+    """An empty folder for this supervisor's processes' metric files (samples left by an
+    earlier run would be added to this one's)."""
+    import shutil
+
+    folder = settings.resolved_home() / f"metrics-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def _sandbox_port(settings: Settings) -> int:
@@ -222,6 +235,9 @@ def _supervise(settings: Settings, specs: list[ChildSpec], grace: float) -> int:
         return Supervisor(specs, grace_s=grace, state_file=state).run()
     finally:
         state.unlink(missing_ok=True)
+        import shutil
+
+        shutil.rmtree(settings.resolved_home() / f"metrics-{os.getpid()}", ignore_errors=True)
 
 
 def supervise_workers(ctx: typer.Context, processes: int, sandbox: bool) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from vidgate import __version__
 from vidgate.gateway import Gateway
@@ -131,7 +131,7 @@ def create_app(
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
         metrics.refresh(gw.store.counts(), gw.health.snapshot())
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> HTMLResponse:

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from vidgate.supervise import METRICS_ENV
 from vidgate.types import Job, JobState
 
 
+def multiprocess() -> bool:
+    return bool(os.environ.get(METRICS_ENV))
+
+
 class Metrics:
-    """One registry per app, so several apps (tests) never collide on metric names."""
+    """One registry per app, so several apps (tests) never collide on metric names.
+
+    Under ``vidgate serve`` the API and the workers are separate processes; the supervisor
+    then sets :data:`vidgate.supervise.METRICS_ENV` and every process's counters land in one
+    folder, so the jobs a worker finished show in the API's ``/metrics``."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -30,8 +41,13 @@ class Metrics:
             ["offering", "state"],
             registry=r,
         )
+        # Set by whichever API process is scraped: the newest value is the truth.
         self.jobs_by_state = Gauge(
-            "vidgate_jobs", "Jobs by state (at scrape time)", ["state"], registry=r
+            "vidgate_jobs",
+            "Jobs by state (at scrape time)",
+            ["state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.cost = Counter(
             "vidgate_cost_usd_total", "Provider cost of finished jobs", ["offering"], registry=r
@@ -50,7 +66,11 @@ class Metrics:
             registry=r,
         )
         self.breakers = Gauge(
-            "vidgate_breaker_open", "1 when a circuit breaker is open", ["kind", "name"], registry=r
+            "vidgate_breaker_open",
+            "1 when a circuit breaker is open",
+            ["kind", "name"],
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
 
     def job_finished(self, job: Job) -> None:
@@ -63,6 +83,14 @@ class Metrics:
         for a in job.attempts:
             if a.error:
                 self.provider_errors.labels(a.offering_id, str(a.error.get("code"))).inc()
+
+    def render(self) -> bytes:
+        """The exposition text: this process's registry, or every process's samples."""
+        if multiprocess():
+            combined = CollectorRegistry()
+            MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            return generate_latest(combined)
+        return generate_latest(self.registry)
 
     def refresh(self, counts: dict[str, int], health: dict[str, Any]) -> None:
         # Every state is set at each scrape (0 when no job is in it): a state that emptied
