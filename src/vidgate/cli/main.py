@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - older typer
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 
 from vidgate import __version__
+from vidgate.cli import check as check_cli
 from vidgate.cli import generate as gen
 from vidgate.cli import jobs as jobs_cli
 from vidgate.cli import mcp as mcp_cli
@@ -85,6 +86,7 @@ app.command("simulate")(plan_cli.simulate)
 app.add_typer(provenance_cli.app, name="provenance")
 app.command("verify")(provenance_cli.verify)
 app.command("mcp")(mcp_cli.mcp)
+app.command("check")(check_cli.check)
 app.command("story")(story_cli.story)
 
 sandbox_app = typer.Typer(help="The offline provider emulator.", no_args_is_help=True)

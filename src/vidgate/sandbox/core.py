@@ -33,10 +33,30 @@ FaultKind = Literal[
     "fail",  # the job fails with an internal error at the end
     "poll_unavailable",  # 503 on status calls
     "oversize",  # the clip delivered is longer and larger than asked (billing must follow)
+    # defective clips (the quality checks must catch them; see sandbox.render.DEFECTS)
+    "black",  # black from 30% of the clip on
+    "frozen",  # still from a fifth of the way in
+    "short",  # half the asked duration
+    "silent",  # an all-zero audio track
+    "truncated",  # the file stops at 60% of its bytes (header intact)
+    "hard_cut",  # a second shot from halfway
+    "flicker",  # every other frame darker
+    "off_prompt",  # a normal picture tagged off-prompt for the VLM judge emulator
 ]
 #: the one credential every emulator refuses (401/403 in the provider's own error shape)
 INVALID_CREDENTIAL = "invalid-key"
 CREATE_FAULTS = {"rate_limit", "unavailable", "timeout", "drop"}
+#: faults that change what is rendered, drawn once per job at create (one per job at most)
+DEFECT_FAULTS = {
+    "black",
+    "frozen",
+    "short",
+    "silent",
+    "truncated",
+    "hard_cut",
+    "flicker",
+    "off_prompt",
+}
 
 
 class FaultRule(BaseModel):
@@ -48,15 +68,18 @@ class FaultRule(BaseModel):
     rate: float = Field(ge=0, le=1)
     protocol: str | None = None
     model: str | None = None
+    #: a catalog offering id (e.g. "alpha-openai"): only that offering's jobs
+    offering: str | None = None
     #: active only within this window (unix seconds), for "provider down for a period"
     start: float | None = None
     end: float | None = None
     retry_after_s: float = 1.0
 
-    def applies(self, protocol: str, model: str, now: float) -> bool:
+    def applies(self, protocol: str, model: str, now: float, offering: str | None = None) -> bool:
         return (
             (self.protocol is None or self.protocol == protocol)
             and (self.model is None or self.model == model)
+            and (self.offering is None or self.offering == offering)
             and (self.start is None or now >= self.start)
             and (self.end is None or now < self.end)
         )
@@ -127,8 +150,12 @@ class SandboxCore:
 
     def pick_fault(self, protocol: str, model: str, kinds: set[str]) -> FaultRule | None:
         now = time.time()
+        offering: str | None = None
+        if any(r.offering is not None for r in self.faults.rules):
+            found = self.offering_for(protocol, model)
+            offering = found.id if found is not None else None
         for rule in self.faults.rules:
-            hit = rule.kind in kinds and rule.applies(protocol, model, now)
+            hit = rule.kind in kinds and rule.applies(protocol, model, now, offering)
             if hit and self._random() < rule.rate:
                 self.store.event(f"fault:{rule.kind}", f"{protocol}/{model}")
                 return rule
@@ -169,6 +196,11 @@ class SandboxCore:
                 "width": int(params["width"]) * 3 // 32 * 16,
                 "height": int(params["height"]) * 3 // 32 * 16,
             }
+        defect = self.pick_fault(protocol, model, DEFECT_FAULTS)
+        if defect is not None:
+            params = {**params, "defect": defect.kind}
+            if defect.kind == "short":
+                params["duration_s"] = round(float(params["duration_s"]) * 0.5, 3)
         fault = self.pick_fault(protocol, model, {"content_rejected", "fail"})
         outcome = f"fail:{fault.kind}" if fault else "ok"
         if _looks_unsafe(str(body.get("prompt", ""))):
@@ -223,6 +255,7 @@ class SandboxCore:
             duration_s=float(p["duration_s"]),
             audio=bool(p["audio"]),
             variant=int(p.get("variant", 0)),
+            defect=p.get("defect"),
         )
 
 
