@@ -79,6 +79,7 @@ def submit_story(
         created_at=now,
         updated_at=now,
     )
+    _store_inputs(gw, doc, loaded)
     total = plan.cost_usd
     # Held up front, atomically against the tenant's budget (BudgetExceeded when it does not
     # fit); False: the tenant has no budget row, so nothing is held.
@@ -97,6 +98,28 @@ def submit_story(
     if not created and doc.held:
         gw.accounts.release(tenant, total)  # a replay: the first submit holds the budget
     return stored, created
+
+
+def _store_inputs(gw: Gateway, doc: StoryDoc, loaded: LoadedStory) -> None:
+    """Copy the story's local sound files into our storage (any worker can read them there);
+    the stored story names them ``storage:<uri>``."""
+    folder = f"{gw.storage.root}/{doc.tenant}/stories/{doc.id}/inputs"
+
+    def keep(ref: str, name: str) -> str:
+        src = loaded.resolve(ref)
+        if isinstance(src, str):
+            return ref
+        gw.storage.fs.makedirs(folder, exist_ok=True)
+        dest = f"{folder}/{name}{src.suffix.lower()[:8]}"
+        with src.open("rb") as f, gw.storage.open(dest, "wb") as out:
+            shutil.copyfileobj(f, out)
+        return "storage:" + gw.storage.uri(dest)
+
+    track = doc.story.get("soundtrack")
+    if track:
+        track["file"] = keep(track["file"], "soundtrack")
+    for i, vo in enumerate(doc.story.get("voiceover") or []):
+        vo["file"] = keep(vo["file"], f"voiceover-{i}")
 
 
 def child_key(story_id: str, shot: int, segment: int) -> str:
@@ -355,11 +378,11 @@ class StoryDriver:
             height=plan.height,
             fps=plan.fps,
             loudness_lufs=story.loudness,
-            soundtrack=_local_file(story.soundtrack.file, work) if story.soundtrack else None,
+            soundtrack=self._input(story.soundtrack.file, work) if story.soundtrack else None,
             soundtrack_gain_db=story.soundtrack.gain_db if story.soundtrack else -6.0,
             duck_under_dialogue=bool(story.soundtrack and story.soundtrack.duck),
             voice_over=tuple(
-                asm.VoiceOver(path=_local_file(v.file, work), start_s=v.at) for v in story.voiceover
+                asm.VoiceOver(path=self._input(v.file, work), start_s=v.at) for v in story.voiceover
             ),
             captions=tuple(
                 asm.Caption(start_s=c.start, end_s=c.end, text=c.text)
@@ -396,6 +419,19 @@ class StoryDriver:
         record_path = work / "record.json"
         record_path.write_text(json.dumps(doc.record, indent=2, default=str))
         doc.film["record_uri"] = self._keep(doc, record_path, "record", suffix=".json")
+
+    def _input(self, ref: str, work: Path) -> Path:
+        """A soundtrack or voice-over as a local file: from our storage (where submit put
+        local files) or a data: URL, written out once."""
+        if ref.startswith("storage:"):
+            uri = ref.removeprefix("storage:")
+            dest = work / ("input-" + hashlib.sha256(uri.encode()).hexdigest()[:16])
+            dest = dest.with_suffix(Path(uri).suffix)
+            if not dest.exists():
+                with self.gw.storage.open(self.gw.storage_path(uri)) as src, dest.open("wb") as f:
+                    shutil.copyfileobj(src, f)
+            return dest
+        return _local_file(ref, work)
 
     def _keep(self, doc: StoryDoc, path: Path, name: str, suffix: str = ".mp4") -> str:
         """Copy a made file into the gateway's storage (names are ours, never the user's)."""
@@ -448,9 +484,10 @@ def _local_file(ref: str, work: Path) -> Path:
         if not dest.exists():
             dest.write_bytes(base64.b64decode(payload))
         return dest
-    if ref.startswith(("http://", "https://")):
-        raise VidgateError(f"soundtrack {ref}: fetching audio URLs is not supported yet")
-    return Path(ref)
+    raise VidgateError(
+        f"sound file {ref[:80]}: give a local file (CLI) or a data: URL; "
+        "fetching audio URLs is not supported yet"
+    )
 
 
 class StoryLoop:
