@@ -62,7 +62,7 @@ characters:
 soundtrack: {file: theme.wav, gain_db: -3}
 shots:
   - {prompt: The fox trots through a frosty meadow, duration: 8, characters: [Fox]}
-  - {prompt: The owl watches from a branch, duration: 8, characters: [Owl], transition: crossfade:0.5}
+  - {prompt: The owl watches, duration: 8, characters: [Owl], transition: crossfade:0.5}
   - {prompt: The fox looks up at the owl, duration: 8, characters: [Fox, Owl], camera: low angle}
   - {prompt: The owl swoops down, duration: 8, characters: [Owl]}
   - {prompt: They face each other, duration: 8, characters: [Fox, Owl], transition: crossfade}
