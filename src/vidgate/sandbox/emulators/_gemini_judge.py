@@ -78,7 +78,10 @@ def _inline(part: dict[str, Any]) -> tuple[str, bytes] | str | None:
         return "inline_data must be an object."
     mime = blob.get("mimeType", blob.get("mime_type"))
     try:
-        data = base64.b64decode(str(blob.get("data", "")), validate=True)
+        # proto3 JSON bytes: standard or URL-safe base64, padded or not (google-genai sends
+        # URL-safe)
+        raw = str(blob.get("data", "")).replace("-", "+").replace("_", "/")
+        data = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
     except (binascii.Error, ValueError):
         return (
             "Invalid value at 'contents.parts.inline_data.data' (TYPE_BYTES), "
