@@ -279,3 +279,15 @@ def describe(report: ProvenanceReport) -> list[str]:
             line += f", signed by {ing.signer})" if ing.signer else ")"
         lines.append(line)
     return lines
+
+
+def report_for_stored(f: IO[bytes], name: str, settings: Any) -> ProvenanceReport:
+    """The report on a stored output, with the configured trust anchors; a misconfigured
+    anchor file is the operator's problem (a ConfigError), never the caller's."""
+    from vidgate.errors import ConfigError
+
+    try:
+        anchors = load_anchors(getattr(settings, "c2pa_trust_anchors", None))
+    except InvalidRequest as e:
+        raise ConfigError(f"VIDGATE_C2PA_TRUST_ANCHORS: {e.message}") from None
+    return verify_stream(f, name=name, trust_anchors=anchors)

@@ -687,6 +687,26 @@ def download_video(
     return content_response(gw, job)
 
 
+@router.get("/{video_id}/provenance")
+def video_provenance(
+    video_id: VideoId, request: Request, key: Annotated[KeyInfo, Depends(caller)]
+) -> dict[str, Any]:
+    """The stored video's C2PA manifest and validation state (`vidgate verify` as JSON)."""
+    from vidgate.provenance.verify import report_for_stored  # loads c2pa on first use
+
+    gw = gateway(request)
+    job = _own_job(gw, video_id, key.tenant)
+    if job.state is not JobState.SUCCEEDED or not job.assets:
+        raise ApiError(
+            400,
+            "video_not_ready",
+            f"video {video_id} is {_STATUS[job.state]}; its provenance is read once completed",
+        )
+    with gw.storage.open(gw.storage_path(job.assets[0].uri)) as f:
+        report = report_for_stored(f, f"video {video_id}", gw.settings)
+    return {"id": video_id, "object": "video.provenance", **report.model_dump(mode="json")}
+
+
 def content_response(gw: Gateway, job: Job) -> Response:
     asset = job.assets[0]
     path = gw.storage_path(asset.uri)
