@@ -59,15 +59,17 @@ TARGETS = {
         Target(
             "billing",
             ("src/vidgate/billing/*",),
+            # the tests that hold money: accounts, settlement, the ledger, budgets under
+            # concurrency, stored idempotent answers (the rest of tests/jobs adds only time)
             (
                 "tests/billing",
-                "tests/jobs",
+                "tests/jobs/test_delivery_billing.py",
+                "tests/jobs/test_reported_cost.py",
+                "tests/jobs/test_fleet.py",
+                "tests/jobs/test_store.py",
                 "tests/server/test_budget.py",
                 "tests/server/test_idempotency.py",
             ),
-            # the chaos burst restarts real worker processes for minutes: it belongs to
-            # `make chaos`, and what it would catch here the billing tests catch first
-            ("--ignore=tests/jobs/test_chaos_burst.py",),
         ),
         Target(
             "jobs",

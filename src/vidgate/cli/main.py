@@ -22,6 +22,7 @@ from vidgate.cli import check as check_cli
 from vidgate.cli import generate as gen
 from vidgate.cli import jobs as jobs_cli
 from vidgate.cli import mcp as mcp_cli
+from vidgate.cli import model as model_cli
 from vidgate.cli import models as models_cli
 from vidgate.cli import plan as plan_cli
 from vidgate.cli import provenance as provenance_cli
@@ -69,6 +70,7 @@ def _options(
 
 
 app.add_typer(models_cli.app, name="models")
+app.add_typer(model_cli.app, name="model")
 app.command("route")(gen.route)
 app.command("generate")(gen.generate)
 app.command("submit")(jobs_cli.submit)
