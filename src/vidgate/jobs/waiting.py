@@ -98,8 +98,9 @@ def plan(job: Job, now: datetime, health: Health | None, providers: dict[str, st
         return None
     done = tried(job)
     skips = _skip_reasons(job)
+    #: each down offering → the seconds it said (Retry-After) or its breakers say it needs
     down: dict[str, str] = {}
-    hints: list[float] = []
+    told: dict[str, float] = {}
     for oid in (job.route or {}).get("ranked", []):
         why = skips.get(oid)
         if oid in done or oid not in providers or why is None:
@@ -107,9 +108,6 @@ def plan(job: Job, now: datetime, health: Health | None, providers: dict[str, st
         if any(word in why for word in _NOT_TRANSIENT):
             continue
         down[oid] = why
-        hint = _breaker_wait(health, oid, providers[oid])
-        if hint is not None:
-            hints.append(hint)
     last = floor(job)
     for a in job.attempts:
         if a.n > last and refused(a):
@@ -117,12 +115,16 @@ def plan(job: Job, now: datetime, health: Health | None, providers: dict[str, st
             down[a.offering_id] = str(err.get("message") or err.get("code"))
             retry_after = (err.get("details") or {}).get("retry_after")
             if isinstance(retry_after, int | float) and retry_after > 0:
-                hints.append(float(retry_after))
+                told[a.offering_id] = float(retry_after)
     if not down:
         return None
     backoff = min(MAX_WAIT_S, MIN_WAIT_S * 2 ** len(_waits(job)))
-    seconds = min(hints) if hints else backoff
-    return Wait(min(max(MIN_WAIT_S, min(seconds, MAX_WAIT_S)), left), down)
+    needs = []
+    for oid in down:
+        # the later of what the route said and what its breakers allow
+        hint = max(told.get(oid, 0.0), _breaker_wait(health, oid, providers.get(oid, "")) or 0.0)
+        needs.append(hint if hint > 0 else backoff)
+    return Wait(min(max(MIN_WAIT_S, min(min(needs), MAX_WAIT_S)), left), down)
 
 
 def record(job: Job, wait: Wait, now: datetime) -> None:

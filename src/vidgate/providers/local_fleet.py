@@ -231,7 +231,7 @@ def _priced(offering: Offering, servers: list[Served], today: date) -> list[Pric
     top = max(measured, key=lambda s: s.usd_per_video_s or 0.0)
     return [
         PriceRule(
-            usd=round(top.usd_per_video_s or 0.0, 8),
+            usd=top.usd_per_video_s or 0.0,
             source=Source(
                 doc="user-config",
                 section="model server /v1/models stats",
