@@ -216,13 +216,16 @@ class Gateway:
         return LearnedStats(min_samples=self.settings.learn_min_samples)
 
     def refresh_stats(self, recent: int = 5000) -> LearnedStats:
-        """Re-learn latency and failure statistics from the most recent jobs."""
+        """Re-learn latency, failure and gate-quality statistics from the most recent jobs."""
         learned = LearnedStats.from_jobs(
             self.store.list(limit=recent),
             self.catalog,
             min_samples=self.settings.learn_min_samples,
+            # a sandbox gateway learns quality from the sandbox's (defective) clips
+            synthetic_quality=self.settings.sandbox,
         )
         self.stats.stats = learned.stats
+        self.stats.quality_stats = learned.quality_stats
         return self.stats
 
     @cached_property

@@ -1,6 +1,8 @@
 """Ranking policies over feasible candidates.
 
-* ``cheapest``: estimated cost, then p50 latency, then higher Elo, then id.
+* ``cheapest``: estimated cost, then p50 latency, then higher Elo, then id. For a request
+  with a quality gate, once an offering's pass rate is learned the cost compared is the
+  expected cost per passing clip (cost / pass rate): failures are regenerated and paid for.
 * ``fastest``: latency at the request's percentile, then cost.
 * ``best-quality``: quality score (with content hints), then cost.
 * ``hybrid``: ``balanced``, then every self-hosted offering after every API (the
@@ -17,6 +19,8 @@
 
 Quality score: a model's Artificial Analysis Elo where the catalog has one; otherwise the mean
 Elo of the catalog's models in the same tier (a data-derived prior, never a made-up number).
+Once the quality gate has judged enough of an offering's clips, that prior blended with the
+observed pass rate and mean score (routing.stats.blend) takes its place.
 With content hints, the score blends in the share of the hints' strengths the model has:
 ``score' = (1 − α) · Q + α · H`` with α = 0.5, so a model strong at the asked-for content can
 outrank a higher-Elo generalist, as the seeds advise ("Kling for human motion, Veo for
@@ -66,7 +70,10 @@ def _norm(x: float, lo: float, hi: float) -> float:
 
 def quality_scores(cands: list[Candidate], request: VideoRequest, catalog: Catalog) -> list[float]:
     priors = tier_priors(catalog)
-    raw = [c.compiled.elo or priors[c.compiled.tier] for c in cands]
+    raw = [
+        c.quality_elo if c.quality_elo is not None else (c.compiled.elo or priors[c.compiled.tier])
+        for c in cands
+    ]
     lo, hi = min(raw), max(raw)
     q = [_norm(r, lo, hi) for r in raw]
     wanted = hint_strengths(request, catalog)
@@ -82,8 +89,16 @@ def _cost(c: Candidate) -> float:
     return c.cost_usd if c.cost_usd is not None else float("inf")
 
 
+def _per_pass(c: Candidate) -> float:
+    """Expected cost of one clip that passes the gate, where the pass rate is learned."""
+    if c.pass_rate is None:
+        return _cost(c)
+    return _cost(c) / c.pass_rate if c.pass_rate > 0 else float("inf")
+
+
 def _cheapest(cands: list[Candidate], request: VideoRequest, catalog: Catalog) -> list[Candidate]:
-    return sorted(cands, key=lambda c: (_cost(c), c.latency_s["p50"], -c.elo, c.offering.id))
+    cost = _per_pass if request.quality_gate is not None else _cost
+    return sorted(cands, key=lambda c: (cost(c), c.latency_s["p50"], -c.elo, c.offering.id))
 
 
 def _fastest(cands: list[Candidate], request: VideoRequest, catalog: Catalog) -> list[Candidate]:

@@ -34,7 +34,7 @@ from vidgate.routing.constraints import (
     size_fields,
 )
 from vidgate.routing.health import Health
-from vidgate.routing.policies import POLICIES, rank
+from vidgate.routing.policies import POLICIES, rank, tier_priors
 from vidgate.routing.stats import LearnedStats
 from vidgate.types import AudioMode, Mode, VideoRequest
 
@@ -62,6 +62,11 @@ class Candidate:
     latency_source: str = "catalog"
     rejections: list[Rejection] = field(default_factory=list)
     utility: float | None = None
+    #: the quality estimate learned from the gate's verdicts (None: the catalog's Elo alone)
+    quality_elo: float | None = None
+    #: the gate's observed pass rate, once enough clips were judged
+    pass_rate: float | None = None
+    quality_source: str = "catalog"
 
     @property
     def offering(self) -> Offering:
@@ -93,8 +98,15 @@ class Candidate:
                 "tier": (self.offering.tier or self.model.quality.tier).value,
                 "elo": self.model.quality.elo,
                 "strengths": list(self.model.quality.strengths),
+                "from": self.quality_source,
             },
         }
+        if self.quality_elo is not None:
+            out["quality"]["learned_elo"] = round(self.quality_elo, 1)
+            out["quality"]["pass_rate"] = round(self.pass_rate or 0.0, 4)
+            if self.pass_rate and self.cost_usd is not None:
+                # what a gate that regenerates failures expects to pay per passing clip
+                out["expected_cost_per_pass_usd"] = round(self.cost_usd / self.pass_rate, 4)
         if self.utility is not None:
             out["utility"] = round(self.utility, 4)
         if self.rejections:
@@ -218,6 +230,24 @@ class Router:
             p50, p90, p99, n = learned
             return (p50 * factor, p90 * factor, p99 * factor), f"learned (n={n})"
         return c.prior_latency(duration, pixels), "catalog"
+
+    @cached_property
+    def _tier_priors(self) -> dict[int, float]:
+        return tier_priors(self.env.catalog)
+
+    def _learned_quality(self, cands: list[Candidate]) -> None:
+        """Attach the learned quality estimate to candidates whose offerings have enough
+        gated clips (a dictionary lookup each; nothing when no gate has run)."""
+        stats = self.env.stats
+        if stats is None or not stats.quality_stats:
+            return
+        for cand in cands:
+            c = cand.compiled
+            learned = stats.quality(c.id, c.elo or self._tier_priors[c.tier])
+            if learned is not None:
+                cand.quality_elo = learned.elo
+                cand.pass_rate = learned.pass_rate
+                cand.quality_source = "learned: " + learned.describe()
 
     # -- the fast path --------------------------------------------------------------------------
 
@@ -398,7 +428,10 @@ class Router:
             else:
                 pool = self.compiled
                 found = self._finish(v, self._sized(v))
+            self._learned_quality(found)
             ranked = rank(policy, found, request, self.env.catalog)
+        if policy == "pinned":
+            self._learned_quality(ranked)
         plan = RoutePlan(
             request=request, policy=policy, ranked=ranked, _router=self, _view=v, _pool=pool
         )
