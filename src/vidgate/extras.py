@@ -19,6 +19,7 @@ EXTRA_OF: dict[str, str] = {
     "accelerate": "local",
     "mcp": "mcp",
     "mcp_types": "mcp",
+    "ray": "ray",
 }
 
 
