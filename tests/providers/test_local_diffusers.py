@@ -257,3 +257,27 @@ def test_check_refuses_a_first_frame_by_url() -> None:
     )
     with pytest.raises(CapabilityMismatch, match="data: URL"):
         a.check(req, i2v)
+
+
+async def test_a_job_the_server_lost_has_failed_retryably(
+    sb: SandboxServer, http: httpx.AsyncClient
+) -> None:
+    # a restarted server answers, but without the job it held in its old process
+    lost = ProviderJob(
+        protocol="local-diffusers", offering_id=WAN.id, remote_id="vid_gone", base_url=root(sb)
+    )
+    status = await adapter(http, srv(sb)).poll(lost)
+    assert status.state is RemoteState.FAILED
+    assert isinstance(status.error, ProviderUnavailable)
+    assert "no longer has job vid_gone" in status.error.message
+    # cancelling it is done already: nothing is left to run
+    await adapter(http, srv(sb)).cancel(lost)
+
+
+async def test_cancel_on_a_server_that_is_gone_is_done(http: httpx.AsyncClient) -> None:
+    gone = f"http://127.0.0.1:{free_port()}/v1"
+    job = ProviderJob(protocol="local-diffusers", offering_id=WAN.id, remote_id="v", base_url=gone)
+    a = adapter(http, gone)
+    await a.cancel(job)  # nothing listens: its jobs went with the process
+    with pytest.raises(ProviderUnavailable):
+        await a.poll(job)  # while polling, a refused connection is an outage to ride out

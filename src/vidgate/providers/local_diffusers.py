@@ -9,8 +9,11 @@ follow-up call goes exactly where the job was created (design.md §5).
 Errors join the one tree: a full queue (429) is :class:`RateLimited` with the server's
 Retry-After; a model the servers do not have is :class:`CapabilityMismatch`; a server that is
 loading (503), refuses connections or runs out of GPU memory mid-job is
-:class:`ProviderUnavailable`, so the job falls back to the next offering. What the server
-rounded (frames, sides) is kept on the attempt's ``provider_job.extra["adjustments"]``.
+:class:`ProviderUnavailable`, so the job falls back to the next offering. A server keeps its
+jobs in its own process, so a job it no longer knows (it restarted) has failed, and one on a
+server that refuses connections is gone: cancelling it is done, and it bills nothing. What
+the server rounded (frames, sides) is kept on the attempt's
+``provider_job.extra["adjustments"]``.
 """
 
 from __future__ import annotations
@@ -198,6 +201,19 @@ class LocalDiffusers(Provider):
         resp = await send(
             self.client, "GET", f"{job.base_url}/videos/{job.remote_id}", provider=self.protocol
         )
+        if resp.status_code == 404:
+            # The server keeps its jobs in its process: one that answers without this job
+            # was restarted, and the job went with it (nothing ran to the end, nothing bills).
+            return RemoteStatus(
+                state=RemoteState.FAILED,
+                raw="not_found",
+                error=ProviderUnavailable(
+                    f"{job.base_url} no longer has job {job.remote_id} (the server restarted)",
+                    provider=self.protocol,
+                    status_code=404,
+                    details={"code": "lost", "server": job.base_url},
+                ),
+            )
         if resp.status_code >= 400:
             raise refusal(resp, job.base_url)
         data = json_body(resp)
@@ -227,12 +243,19 @@ class LocalDiffusers(Provider):
         ]
 
     async def cancel(self, job: ProviderJob) -> None:
-        resp = await send(
-            self.client,
-            "POST",
-            f"{job.base_url}/videos/{job.remote_id}/cancel",
-            provider=self.protocol,
-        )
+        url = f"{job.base_url}/videos/{job.remote_id}/cancel"
+        try:
+            resp = await self.client.post(url)
+        except httpx.ConnectError:
+            # Nothing listens there: the server process is gone, and its jobs (kept in that
+            # process) with it, so nothing is left running to cancel or to pay for.
+            return
+        except httpx.HTTPError as e:
+            raise ProviderUnavailable(
+                f"cancel at {job.base_url} failed: {e}", provider=self.protocol
+            ) from e
+        if resp.status_code == 404:
+            return  # a restarted server: the job is gone already
         if resp.status_code >= 400:
             raise refusal(resp, job.base_url)
 
