@@ -26,6 +26,7 @@ from vidgate.cli import model as model_cli
 from vidgate.cli import models as models_cli
 from vidgate.cli import plan as plan_cli
 from vidgate.cli import provenance as provenance_cli
+from vidgate.cli import quality as quality_cli
 from vidgate.cli import reconcile as reconcile_cli
 from vidgate.cli import service as service_cli
 from vidgate.cli import story as story_cli
@@ -89,6 +90,7 @@ app.add_typer(provenance_cli.app, name="provenance")
 app.command("verify")(provenance_cli.verify)
 app.command("mcp")(mcp_cli.mcp)
 app.command("check")(check_cli.check)
+app.add_typer(quality_cli.app, name="quality")
 app.command("story")(story_cli.story)
 
 sandbox_app = typer.Typer(help="The offline provider emulator.", no_args_is_help=True)

@@ -117,6 +117,8 @@ def gate_verdicts(job: Job) -> list[tuple[str, bool, float | None, list[str]]]:
             continue
         score = e.get("score")
         failed = [str(f) for f in e.get("failed") or [] if isinstance(f, str)]
+        if verdict != "pass" and not failed and len(entries) == 1:
+            failed = _failed_checks(job)
         out.append(
             (str(offering), verdict == "pass", float(score) if score is not None else None, failed)
         )
@@ -144,6 +146,39 @@ def _percentile(sorted_xs: list[float], q: float) -> float:
     lo = int(k)
     hi = min(lo + 1, len(sorted_xs) - 1)
     return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (k - lo)
+
+
+def quality_by_offering(
+    jobs: Iterable[Job], *, synthetic: bool | None = None
+) -> dict[str, QualityStats]:
+    """What the gate saw per offering over ``jobs`` (only sandbox or only real jobs when
+    ``synthetic`` says which)."""
+    gated: dict[str, list[tuple[bool, float | None, list[str]]]] = {}
+    for job in jobs:
+        if synthetic is None or job.synthetic == synthetic:
+            for oid, ok, score, failed in gate_verdicts(job):
+                gated.setdefault(oid, []).append((ok, score, failed))
+    out = {}
+    for oid, clips in gated.items():
+        scores = [sc for _, sc, _ in clips if sc is not None]
+        out[oid] = QualityStats(
+            samples=len(clips),
+            passed=sum(1 for ok, _, _ in clips if ok),
+            mean_score=sum(scores) / len(scores) if scores else None,
+            failures=dict(Counter(f for ok, _, fs in clips if not ok for f in set(fs))),
+        )
+    return out
+
+
+def _failed_checks(job: Job) -> list[str]:
+    """The failed checks of the stage results stored on ``job`` (when the gate's verdict
+    does not list them)."""
+    names = []
+    for result in job.stages.values():
+        for check in result.get("checks") or []:
+            if isinstance(check, dict) and check.get("verdict") == "fail":
+                names.append(str(check.get("name")))
+    return names
 
 
 class LearnedStats:
@@ -202,12 +237,13 @@ class LearnedStats:
         latencies: dict[str, list[float]] = {}
         attempts: dict[str, int] = {}
         failures: dict[str, int] = {}
-        gated: dict[str, list[tuple[bool, float | None, list[str]]]] = {}
+        jobs = list(jobs)
+        quality = {
+            oid: q
+            for oid, q in quality_by_offering(jobs, synthetic=synthetic_quality).items()
+            if oid in catalog.offerings
+        }
         for job in jobs:
-            if job.synthetic == synthetic_quality:
-                for oid, ok, score, failed in gate_verdicts(job):
-                    if oid in catalog.offerings:
-                        gated.setdefault(oid, []).append((ok, score, failed))
             if job.synthetic:
                 continue  # sandbox timings say nothing about the real provider
             w, h = job.request.frame_size
@@ -237,15 +273,6 @@ class LearnedStats:
                 p99=_percentile(xs, 0.99),
                 attempts=n,
                 failures=failures.get(oid, 0),
-            )
-        quality = {}
-        for oid, clips in gated.items():
-            scores = [sc for _, sc, _ in clips if sc is not None]
-            quality[oid] = QualityStats(
-                samples=len(clips),
-                passed=sum(1 for ok, _, _ in clips if ok),
-                mean_score=sum(scores) / len(scores) if scores else None,
-                failures=dict(Counter(f for ok, _, fs in clips if not ok for f in set(fs))),
             )
         return cls(out, min_samples, quality, quality_min_samples)
 
