@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -21,7 +22,23 @@ app = typer.Typer(
 
 
 def _catalog() -> Catalog:
-    return load_catalog(settings_from(False).catalog)
+    """The catalog, with self-hosted offerings enabled where a configured model server
+    (``VIDGATE_LOCAL_DIFFUSERS_BASE_URL``) serves their model now."""
+    from vidgate.providers.local_fleet import ENV, self_hosted_catalog
+
+    return self_hosted_catalog(load_catalog(settings_from(False).catalog), os.environ.get(ENV))
+
+
+def server_of(o: Offering) -> str | None:
+    """Which model server serves a self-hosted offering, or why none can (None: an API)."""
+    from vidgate.providers.local_fleet import PROTOCOL, unavailable_reason
+
+    if o.protocol != PROTOCOL:
+        return None
+    why = unavailable_reason(o)
+    if why is not None:
+        return f"unavailable: {why}"
+    return o.adapter_options.get("served_by") or "no configured server serves it"
 
 
 def per_second_floor(o: Offering) -> float | None:
@@ -63,6 +80,7 @@ def _offering_row(cat: Catalog, o: Offering, today: Any) -> dict[str, Any]:
         "jurisdiction": m.jurisdiction,
         "available_until": o.available_until,
         "available": o.enabled and o.available_on(today),
+        "server": server_of(o),
     }
 
 
@@ -119,17 +137,10 @@ def models(
         print_json(rows)
         return
     table = Table(show_edge=False, header_style="bold")
-    for col in (
-        "offering",
-        "provider",
-        "max s",
-        "max res",
-        "audio",
-        "$/s from",
-        "p50",
-        "Elo",
-        "tier",
-    ):
+    # the server column only when a shown row runs on a configured model server
+    servers = any(r["server"] and not r["server"].startswith(("unavailable", "no ")) for r in rows)
+    cols = ["offering", "provider", "max s", "max res", "audio", "$/s from", "p50", "Elo", "tier"]
+    for col in cols + (["server"] if servers else []):
         table.add_column(
             col,
             justify="right" if col in ("max s", "$/s from", "p50", "Elo") else "left",
@@ -146,6 +157,7 @@ def models(
             f"{r['latency_p50_s']:.0f}s",
             f"{r['elo']:.0f}" if r["elo"] else "—",
             r["tier"],
+            *([r["server"] or "—"] if servers else []),
         )
     print_table(console, table)
     hidden = len(cat.offerings) - len(rows)

@@ -247,11 +247,29 @@ def breakeven_command(
     electricity_usd_per_month: Annotated[
         float, typer.Option("--electricity-usd-per-month", help="Power for owned hardware.")
     ] = 50.0,
+    from_server: Annotated[
+        str | None,
+        typer.Option(
+            "--from-server",
+            help="A model server URL: use its measured throughput (and its $/hour if set).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Monthly video volume above which self-hosting beats the API (defaults: seed 001)."""
     from vidgate.planner.breakeven import break_even
+    from vidgate.planner.breakeven import from_server as measured_at
 
+    measured = None
+    if from_server is not None:
+        if self_host_usd_per_second is not None:
+            raise InvalidRequest(
+                "--from-server measures the self-host cost; drop --self-host-usd-per-second"
+            )
+        measured = measured_at(from_server)
+        video_seconds_per_gpu_minute = measured.video_seconds_per_gpu_minute
+        if measured.usd_per_hour > 0:
+            gpu_usd_per_hour = measured.usd_per_hour
     be = break_even(
         api_usd_per_second=api_usd_per_second,
         gpu_usd_per_hour=gpu_usd_per_hour,
@@ -263,9 +281,24 @@ def breakeven_command(
         electricity_usd_per_month=electricity_usd_per_month,
     )
     d = be.to_dict()
+    if measured is not None:
+        d["measured"] = {
+            "server": measured.server,
+            "model": measured.model,
+            "jobs": measured.jobs,
+            "compute_s_per_video_s": measured.compute_s_per_video_s,
+            "video_seconds_per_gpu_minute": round(measured.video_seconds_per_gpu_minute, 6),
+            "gpu_usd_per_hour": gpu_usd_per_hour,
+        }
     if as_json:
         print_json(d)
         return
+    if measured is not None:
+        console.print(
+            f"measured on {measured.server} ({measured.model}, {measured.jobs} jobs): "
+            f"{measured.video_seconds_per_gpu_minute:.3g} s of video per GPU-minute at "
+            f"${gpu_usd_per_hour:g}/h"
+        )
     cloud = d["cloud"]
     console.print(
         f"API ${d['api_usd_per_second']:g}/s vs self-hosted ${d['self_host_usd_per_second']:.4f}/s"

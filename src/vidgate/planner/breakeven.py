@@ -14,6 +14,10 @@ monthly, with no per-second GPU cost)::
     V = (purchase_usd / amortize_months + electricity_usd_month + ops_usd_month)
         / api_usd_per_second
 
+``vidgate plan breakeven --from-server URL`` replaces the seed's throughput with what a running
+model server measured (:func:`from_server`: 60 / its ``compute_s_per_video_s`` seconds of
+video per GPU-minute) and, when the server was given one, its ``--usd-per-hour``.
+
 The defaults are seed 001's inputs: Wan 2.6 via fal.ai at $0.05/s, an RTX 4090 at $0.40/h
 producing 1 s of video per GPU-minute, $2,000/month of engineering time, a $1,600 card
 amortised over 36 months and $50/month of electricity. They give ≈ 46,154 s/month (the seed
@@ -126,4 +130,62 @@ def break_even(
         owned_seconds_per_month=owned_seconds,
         owned_usd_per_month=owned_usd,
         clip_seconds=clip_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A model server's own throughput and price (its ``/v1/models`` stats)."""
+
+    server: str
+    model: str
+    #: the server's ``--usd-per-hour`` (0 when it was started without one)
+    usd_per_hour: float
+    compute_s_per_video_s: float
+    jobs: int
+
+    @property
+    def video_seconds_per_gpu_minute(self) -> float:
+        return 60.0 / self.compute_s_per_video_s
+
+
+def from_server(url: str, *, timeout_s: float = 5.0) -> Measured:
+    """What the model server at ``url`` measured: the first model it has finished a job of.
+
+    Raises :class:`InvalidRequest` naming what is missing (no answer, no finished job)."""
+    import asyncio
+
+    import httpx
+
+    from vidgate.providers.local_fleet import Fleet
+
+    async def read() -> tuple[list[Any], list[str]]:
+        async with httpx.AsyncClient(
+            timeout=timeout_s, transport=httpx.AsyncHTTPTransport(retries=0)
+        ) as client:
+            return await Fleet(client, [url], ttl_s=0.0).models()
+
+    served, down = asyncio.run(read())
+    if down:
+        raise InvalidRequest(
+            f"--from-server {url}: {down[0]}; start one with `vidgate model serve DIR`"
+        )
+    if not served:
+        raise InvalidRequest(f"--from-server {url}: the server lists no model")
+    done = [s for s in served if s.compute_s_per_video_s is not None]
+    if not done:
+        ids = ", ".join(s.id for s in served)
+        raise InvalidRequest(
+            f"--from-server {url}: {ids} has finished no job yet, so its throughput is not "
+            "measured; generate one clip through it first, or give "
+            "--video-seconds-per-gpu-minute"
+        )
+    s = done[0]
+    jobs = s.raw.get("stats", {}).get("jobs") if isinstance(s.raw.get("stats"), dict) else None
+    return Measured(
+        server=s.server,
+        model=s.id,
+        usd_per_hour=s.usd_per_hour,
+        compute_s_per_video_s=float(s.compute_s_per_video_s or 0.0),
+        jobs=int(jobs) if isinstance(jobs, int) else 0,
     )
