@@ -227,3 +227,18 @@ def test_signing_twice_keeps_the_first_as_parent(signed: Path, ours: Pair, tmp_p
     assert report.state == "Valid"
     assert report.manifests == 2
     assert [i.relationship for i in report.ingredients] == ["parentOf"]
+
+
+def test_large_clips_are_streamed_and_sign_the_same(
+    clip: Path, ours: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vidgate.provenance.sign as sign_module
+
+    monkeypatch.setattr(sign_module, "IN_MEMORY_BYTES", clip.stat().st_size - 1)
+    streamed = tmp_path / "streamed.mp4"
+    sign_file(clip, streamed, manifest_info=info(), keys=ours.keys)
+    monkeypatch.setattr(sign_module, "IN_MEMORY_BYTES", clip.stat().st_size)
+    buffered = tmp_path / "buffered.mp4"
+    sign_file(clip, buffered, manifest_info=info(), keys=ours.keys)
+    assert verify_file(streamed).state == verify_file(buffered).state == "Valid"
+    assert streamed.stat().st_size == buffered.stat().st_size

@@ -60,6 +60,8 @@ GENERATION_LABEL = "org.vidgate.generation"
 CLAIM_GENERATOR = "vidgate"
 #: the UUID of the ISO BMFF box a C2PA manifest store lives in
 C2PA_BOX_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
+#: clips up to this size are signed in memory (faster); larger ones are streamed
+IN_MEMORY_BYTES = 64 * 1024 * 1024
 #: longest edge of ingredient thumbnails when they are turned on
 THUMBNAIL_EDGE = 256
 
@@ -237,9 +239,15 @@ def sign_file(
             for i in described
         ]
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    # c2pa reads and writes through Python callbacks, many small calls: on a clip that fits
+    # in IN_MEMORY_BYTES, reading it whole and writing the result once halves the time
+    in_memory = src.stat().st_size <= IN_MEMORY_BYTES
     try:
         context = c2pa.Context.from_dict(settings_dict(thumbnails=thumbnails))
-        with c2pa.Builder(manifest, context) as builder, open(src, "rb") as source:
+        with (
+            c2pa.Builder(manifest, context) as builder,
+            io.BytesIO(src.read_bytes()) if in_memory else open(src, "rb") as source,
+        ):
             if has_manifest(source) and not any(i.relationship == "parentOf" for i in ingredients):
                 source.seek(0)
                 parent = {
@@ -252,7 +260,12 @@ def sign_file(
                     _add_ingredient(builder, ing)
             source.seek(0)
             with open(tmp, "w+b") as out:
-                manifest_bytes = builder.sign(_signer(keys, tsa_url), fmt, source, out)
+                if in_memory:
+                    buffer = io.BytesIO()
+                    manifest_bytes = builder.sign(_signer(keys, tsa_url), fmt, source, buffer)
+                    out.write(buffer.getbuffer())
+                else:
+                    manifest_bytes = builder.sign(_signer(keys, tsa_url), fmt, source, out)
         os.replace(tmp, dst)
     except c2pa.C2paError as e:
         raise SigningFailed(_one_line(e)) from None

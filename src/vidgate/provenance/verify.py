@@ -11,6 +11,7 @@ line), not a report: "no manifest" is only said of a video that has none.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -19,7 +20,7 @@ import c2pa  # type: ignore[import-untyped]
 from pydantic import BaseModel, Field
 
 from vidgate.errors import InvalidRequest
-from vidgate.provenance.sign import GENERATION_LABEL, settings_dict
+from vidgate.provenance.sign import GENERATION_LABEL, IN_MEMORY_BYTES, settings_dict
 
 State = Literal["no manifest", "Valid", "Trusted", "Invalid"]
 #: ISO BMFF brands' box: what every MP4/MOV starts with (after its 4-byte size)
@@ -203,6 +204,11 @@ def verify_file(path: Path, *, trust_anchors: bytes | None = None) -> Provenance
         what = "is a directory" if path.is_dir() else "does not exist"
         raise BadMedia(f"{path} {what}; give the path of a video file")
     try:
+        # c2pa reads through many small Python callbacks: a clip that fits is read whole first
+        if path.stat().st_size <= IN_MEMORY_BYTES:
+            return verify_stream(
+                io.BytesIO(path.read_bytes()), name=str(path), trust_anchors=trust_anchors
+            )
         with open(path, "rb") as f:
             return verify_stream(f, name=str(path), trust_anchors=trust_anchors)
     except OSError as e:
