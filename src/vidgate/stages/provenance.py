@@ -139,6 +139,8 @@ def _check(report: ProvenanceReport) -> CheckResult:
 class ProvenanceStage(Stage):
     name = "provenance"
     needs = ("c2pa key",)
+    #: it rewrites the file: run after the quality gate, on the clip that will be delivered
+    after_gate = True
 
     def check_ready(self, settings: Any) -> None:
         try:
