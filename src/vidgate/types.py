@@ -418,6 +418,9 @@ class AttemptState(StrEnum):
     #: given up on while the remote job may still run (no cancel): followed to its end and
     #: booked ``pending`` until what it cost is known
     ABANDONED = "abandoned"
+    #: the clip was made (and billed) but the quality gate turned it down; another attempt
+    #: was started or the job failed (see ``Job.quality.history``)
+    REJECTED = "rejected"
 
 
 class Asset(BaseModel):

@@ -66,6 +66,7 @@ from vidgate.errors import (
 )
 from vidgate.jobs import waiting
 from vidgate.jobs.crash import crash_point
+from vidgate.jobs.postprocess import PostProcessor, job_cost, post_process
 from vidgate.jobs.store import Claim, JobStore, LedgerEntry, OutboxEvent
 from vidgate.jobs.webhooks import events_for
 from vidgate.providers.base import Provider, ProviderJob, RemoteAsset, RemoteState
@@ -154,6 +155,7 @@ class JobDriver:
         progress_write_s: float = 5.0,
         fallback_on_stall: bool = True,
         top_up: Callable[[Claim, float], bool] | None = None,
+        post: PostProcessor | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
@@ -171,10 +173,19 @@ class JobDriver:
         #: grow a job's reservation atomically (store write + budget check in one
         #: transaction); False when the tenant's budget cannot cover it
         self.top_up = top_up
+        #: post-generation stages and the quality gate (VIDGATE_STAGES when not given)
+        self._post = post
         #: jobs between a stored intent and a stored provider id (a graceful shutdown waits
         #: for these instead of cutting them off)
         self.on_wire: set[str] = set()
         self.wire_left = asyncio.Event()
+
+    @property
+    def post(self) -> PostProcessor:
+        if self._post is None:
+            # Built on first use where the caller gave none (tests, tools driving one job).
+            self._post = PostProcessor.configure()
+        return self._post
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -643,8 +654,7 @@ class JobDriver:
             job.state in (JobState.DOWNLOADING, JobState.POST_PROCESSING)
             or attempt.state is AttemptState.SUCCEEDED
         ):
-            await self._download(claim, idx, adapter, pj, on_progress)
-            return True, None
+            return await self._download(claim, idx, adapter, pj, on_progress)
         errors = 0
         delay = 0.0
         last_write = 0.0
@@ -678,8 +688,7 @@ class JobDriver:
             if status.state is RemoteState.SUCCEEDED:
                 self._health(offering.id, None, at_create=False)
                 attempt.reported_cost = reported_cost(status.reported_cost, offering)
-                await self._download(claim, idx, adapter, pj, on_progress)
-                return True, None
+                return await self._download(claim, idx, adapter, pj, on_progress)
             if status.state is RemoteState.FAILED:
                 err = status.error or ProviderUnavailable(f"remote job failed ({status.raw})")
                 return await self._attempt_failed(claim, idx, err)
@@ -817,37 +826,44 @@ class JobDriver:
         adapter: Provider,
         pj: ProviderJob,
         on_progress: ProgressFn | None,
-    ) -> None:
+    ) -> tuple[bool, VidgateError | None]:
         job = claim.job
         attempt = job.attempts[idx]
         attempt.state = AttemptState.SUCCEEDED
-        if job.state is not JobState.DOWNLOADING:
-            job.state = JobState.DOWNLOADING
+        # After a crash in post-processing the clip is already ours: resume the stages.
+        if not (job.state is JobState.POST_PROCESSING and job.assets):
+            if job.state is not JobState.DOWNLOADING:
+                job.state = JobState.DOWNLOADING
+                await self._save(claim)
+                await self._emit(job, on_progress)
+            crash_point("while_downloading")
+            try:
+                remote_assets = await self._call(self._provider(pj), adapter.fetch(pj))
+                stored = [await self._store_asset(job, ra) for ra in remote_assets]
+            except VidgateError as e:
+                # The clip was made (and billed); only our copy failed. Never generate again.
+                ledger = self._end_attempt(job, idx, AttemptState.SUCCEEDED)
+                job.cost_usd = job_cost(job)
+                await self._fail(claim, e, None, ledger=[ledger])
+                return True, None
+            job.assets = stored
+            job.state = JobState.POST_PROCESSING
             await self._save(claim)
-            await self._emit(job, on_progress)
-        crash_point("while_downloading")
-        try:
-            remote_assets = await self._call(self._provider(pj), adapter.fetch(pj))
-            stored = [await self._store_asset(job, ra) for ra in remote_assets]
-        except VidgateError as e:
-            # The clip was made (and billed); only our copy failed. Never generate again.
-            ledger = self._end_attempt(job, idx, AttemptState.SUCCEEDED)
-            job.cost_usd = sum(a.cost_usd or 0.0 for a in job.attempts)
-            await self._fail(claim, e, None, ledger=[ledger])
-            return
-        job.assets = stored
-        job.state = JobState.POST_PROCESSING
-        await self._save(claim)
         await self._trail(claim)
+        # Stages and the quality gate; they may end the job or start another attempt.
+        gated = await post_process(self, claim, idx, on_progress)
+        if gated is not None:
+            return gated
         crash_point("before_final_write")
         # The provider bills the clip at its list price, which is our estimate.
         ledger = self._end_attempt(job, idx, AttemptState.SUCCEEDED)
-        job.cost_usd = sum(a.cost_usd or 0.0 for a in job.attempts)
+        job.cost_usd = job_cost(job)
         job.progress = 1.0
         job.finished_at = _now()
         job.state = JobState.SUCCEEDED
         await self._save(claim, ledger=[ledger])
         await self._emit(job, on_progress)
+        return True, None
 
     async def _store_asset(self, job: Job, ra: RemoteAsset) -> Asset:
         last: Exception | None = None

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from vidgate.jobs.driver import JobDriver, Pacer, ProgressFn
+from vidgate.jobs.postprocess import PostProcessor
 from vidgate.jobs.store import Claim, StaleLease
 from vidgate.jobs.webhooks import Deliverer
 from vidgate.types import AttemptState, Job, JobState
@@ -108,6 +109,10 @@ class Worker:
             progress_write_s=self.config.progress_write_s,
             fallback_on_stall=gateway.settings.fallback_on_stall,
             top_up=gateway.store.top_up,
+            # stages checked now: a bad signing key or model path fails the worker's start
+            post=PostProcessor.configure(
+                gateway.settings, sandbox_url=gateway.sandbox_url if gateway.sandbox else None
+            ),
         )
 
     def _slot(self, provider: str) -> asyncio.Semaphore:

@@ -46,6 +46,7 @@ from vidgate.server.deps import (
 )
 from vidgate.server.errors import ApiError
 from vidgate.server.guards import BODY_LIMITS, check_shape, parse_json
+from vidgate.stages.gate import openai_metadata
 from vidgate.types import (
     RESOLUTION_ORDER,
     Job,
@@ -107,6 +108,8 @@ def video_object(job: Job) -> dict[str, Any]:
         "seconds": f"{seconds:g}",
         "remixed_from_video_id": None,
         "error": error,
+        # the quality gate's verdict (vidgate_quality_*), as OpenAI-style string metadata
+        "metadata": openai_metadata(job),
     }
 
 

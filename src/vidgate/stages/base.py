@@ -97,6 +97,9 @@ class Stage(ABC):
     name: ClassVar[str]
     #: what it needs, for `vidgate doctor`-style reports ("pyav", "c2pa key", "clip model")
     needs: ClassVar[tuple[str, ...]] = ()
+    #: True for a stage that rewrites the file (signing): it runs after the quality gate, only
+    #: on the clip that will be delivered; review stages (checks, semantic) run before it
+    after_gate: ClassVar[bool] = False
 
     def check_ready(self, settings: Any) -> None:
         """Raise :class:`StageUnavailable` when this stage cannot run with ``settings``.
@@ -107,6 +110,16 @@ class Stage(ABC):
     def applies(self, job: Job) -> bool:
         """Whether this stage has work on ``job`` (the default: always)."""
         return True
+
+    def applies_to(self, job: Job, gate: Any) -> bool:
+        """Whether this stage has work on ``job`` under the gate in force (the request's or the
+        tenant default, a ``QualityGate``); the engine asks this. Default: :meth:`applies`."""
+        return self.applies(job)
+
+    def estimate_cost_usd(self, job: Job, gate: Any) -> float:
+        """What running it will cost at most (a paid judge call); the engine covers it in the
+        job's reservation first and skips the stage when the budget cannot. Default: free."""
+        return 0.0
 
     @abstractmethod
     async def run(self, ctx: StageContext) -> StageResult:
