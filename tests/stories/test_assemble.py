@@ -104,6 +104,43 @@ def test_uniform_clips_are_stream_copied_packet_for_packet(tmp_path: Path) -> No
     assert r.shot_starts_s == pytest.approx((0.0, 1.0, 1.5))
 
 
+def b_frame_clip(path: Path, frames: int, shade: int) -> Path:
+    """H.264 with B-frames (decode order differs from display order), written by PyAV."""
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = {"preset": "medium", "bf": "3", "crf": "23"}
+        for i in range(frames):
+            img = np.full((48, 64, 3), shade, np.uint8)
+            img[:, (i * 3) % 64 :] = 200
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 24)
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+def test_stream_copy_keeps_b_frame_clips_in_order(tmp_path: Path) -> None:
+    a = b_frame_clip(tmp_path / "a.mp4", 30, 40)
+    b = b_frame_clip(tmp_path / "b.mp4", 20, 120)
+    with av.open(str(a)) as c:
+        assert any(p.dts is not None and p.pts is not None and p.dts < p.pts for p in c.demux())
+    r = assemble(
+        [ShotClip(a), ShotClip(b)], AssemblySpec(width=64, height=48, fps=24), tmp_path / "f.mp4"
+    )
+    assert r.stream_copied
+    with av.open(str(r.path)) as c:
+        pts = [f.pts or 0 for f in c.decode(video=0)]
+    assert len(pts) == 50
+    assert pts == sorted(pts)  # presented in order across the join
+    decoded = frames(r.path)
+    # the left edge is each clip's own shade: darker in the first, lighter in the second
+    first, second = decoded[10][:48, :4].mean(), decoded[40][:48, :4].mean()
+    assert second - first > 50
+
+
 @pytest.mark.parametrize(
     "change",
     [
