@@ -23,6 +23,7 @@ from vidgate.jobs.worker import Worker, WorkerConfig
 from vidgate.server import dashboard as dashboard_api
 from vidgate.server import errors, native, videos
 from vidgate.server import reconcile as reconcile_api
+from vidgate.server import stories as stories_api
 from vidgate.server.deps import ServerState
 from vidgate.server.guards import MAX_REQUEST_BYTES, Gate
 from vidgate.server.observability import Metrics
@@ -102,6 +103,7 @@ def create_app(
     app.include_router(native.router)
     app.include_router(dashboard_api.router)
     app.include_router(reconcile_api.router)
+    app.include_router(stories_api.router)
     app.mount("/static", dashboard_api.static_files(), name="static")
 
     @app.get("/healthz", include_in_schema=False)

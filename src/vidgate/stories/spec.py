@@ -278,8 +278,11 @@ def _parse(text: str, source: str) -> tuple[Any, Marks]:
             [Problem((), f"the file is over {MAX_STORY_BYTES} bytes; split the story")], source
         )
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # libyaml's loader where built (a data: URL of a soundtrack is a long scalar that
+        # the pure-Python scanner takes minutes over); both keep line marks
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        node = yaml.compose(text, Loader=loader)
+        data = yaml.load(text, Loader=loader)  # a safe loader (C or Python)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -479,6 +482,14 @@ def _repaired(data: dict[str, Any], problems: list[Problem]) -> Story | None:
 def _file_problem(
     ref: str, base_dir: Path | None, loc: tuple[Any, ...], marks: Marks, what: str
 ) -> list[Problem]:
+    if what == "audio" and base_dir is None and ref.startswith(("http://", "https://")):
+        return [
+            Problem(
+                loc,
+                "a sound file sent over HTTP is a data: URL (data:audio/wav;base64,...)",
+                marks.line(loc),
+            )
+        ]
     if _is_url(ref):
         return []
     if base_dir is None:
