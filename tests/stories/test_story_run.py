@@ -161,3 +161,40 @@ def test_a_30s_shot_on_a_10s_offering_is_chained_segments_with_continuity(
         roles = [r.role.value for r in job.request.references]
         assert ("first_frame" in roles) == (seg_key != "0.0")
         assert job.parent_id == doc.id
+
+
+def test_the_film_is_signed_with_every_shot_as_an_ingredient(tmp_path: Path) -> None:
+    from vidgate.provenance.devca import make_dev_ca
+    from vidgate.provenance.verify import verify_file
+
+    ca = make_dev_ca(tmp_path / "ca")
+    cat = story_catalog()
+    sb = SandboxServer(tmp_path / "sandbox", cat, time_scale=0.004).start()
+    settings = sandbox_settings(
+        tmp_path / "home", sb.url, c2pa_cert=str(ca.cert), c2pa_key=str(ca.key)
+    )
+    gateway = Gateway(settings, catalog=cat)
+    try:
+        text = (
+            "title: Signed\nresolution: 480p\nfps: 12\nshots:\n"
+            "  - {prompt: one, duration: 1}\n  - {prompt: two, duration: 2}\n"
+            "  - {prompt: three, duration: 1}\n"
+        )
+        doc = _run(gateway, text, tmp_path)
+        assert doc.state.value == "succeeded", doc.error
+        assert doc.film is not None
+        assert doc.film["c2pa"] == {"signed": True, "ingredients": 3}
+        report = verify_file(_film_path(gateway, doc), trust_anchors=ca.ca.read_bytes())
+        assert report.ok, report.failures
+        shots = [i for i in report.ingredients if i.relationship == "componentOf"]
+        assert [i.title for i in shots] == [
+            f"shot {n}: {s.offering_id}" for n, s in enumerate(doc.plan.shots, 1)
+        ]
+        assert report.generation is not None
+        assert report.generation["job_id"] == doc.id
+        # still the planned film after signing
+        film = probe_video(_film_path(gateway, doc))
+        assert film["frames"] == doc.plan.film_frames()
+    finally:
+        gateway.close()
+        sb.stop()

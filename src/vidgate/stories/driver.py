@@ -393,6 +393,7 @@ class StoryDriver:
         )
         film_path = work / "film.mp4"
         result = asm.assemble(clips, spec, film_path)
+        signed = self._sign(doc, story, film_path, shot_paths)
         doc.joins = joins
         doc.shot_files = {
             k: self._keep(doc, p, f"shot-{int(k) + 1:02d}") for k, p in shot_paths.items()
@@ -411,6 +412,8 @@ class StoryDriver:
             "stream_copied": result.stream_copied,
             "sha256": _sha256(film_path),
         }
+        if signed:
+            doc.film["c2pa"] = {"signed": True, "ingredients": signed}
         if result.captions_path is not None:
             doc.film["captions_uri"] = self._keep(
                 doc, result.captions_path, "captions", suffix=result.captions_path.suffix
@@ -419,6 +422,70 @@ class StoryDriver:
         record_path = work / "record.json"
         record_path.write_text(json.dumps(doc.record, indent=2, default=str))
         doc.film["record_uri"] = self._keep(doc, record_path, "record", suffix=".json")
+
+    def _sign(self, doc: StoryDoc, story: Story, film: Path, shots: dict[str, Path]) -> int:
+        """Sign the film (C2PA) with every shot as a ``componentOf`` ingredient, when signing
+        is configured. Returns how many shots it lists (0: not signed)."""
+        from vidgate.provenance.keys import startup_check
+        from vidgate.provenance.sign import Ingredient, SigningFailed, sign_file
+
+        settings = self.gw.settings
+        keys = startup_check(settings)
+        if keys is None:
+            return 0
+        by_index = {str(s.index): s for s in doc.plan.shots}
+        ingredients = [
+            Ingredient(
+                title=f"shot {int(k) + 1}: {by_index[k].offering_id}",
+                path=p,
+                relationship="componentOf",
+                format="video/mp4",
+                description=by_index[k].prompt[:500],
+            )
+            for k, p in sorted(shots.items(), key=lambda kv: int(kv[0]))
+        ]
+        signed = film.with_name("film.signed.mp4")
+        try:
+            self._sign_file(sign_file, film, signed, keys, ingredients, doc, story)
+        except SigningFailed as e:
+            raise VidgateError(f"signing the film failed: {e}") from None
+        signed.replace(film)
+        return len(ingredients)
+
+    def _sign_file(
+        self,
+        sign_file: Any,
+        film: Path,
+        signed: Path,
+        keys: Any,
+        ingredients: list[Any],
+        doc: StoryDoc,
+        story: Story,
+    ) -> None:
+        from vidgate.provenance.sign import COMPOSITE, ManifestInfo
+
+        settings = self.gw.settings
+        sign_file(
+            film,
+            signed,
+            manifest_info=ManifestInfo(
+                title=story.title,
+                model="vidgate-story",
+                provider="vidgate",
+                job_id=doc.id,
+                prompt="\n".join(s.prompt for s in doc.plan.shots),
+                include_prompt=settings.c2pa_include_prompt,
+                source_type=COMPOSITE,
+                extra={
+                    "shots": len(ingredients),
+                    "offerings": sorted({s.offering_id for s in doc.plan.shots}),
+                },
+            ),
+            ingredients=ingredients,
+            keys=keys,
+            tsa_url=settings.c2pa_tsa_url,
+            thumbnails=settings.c2pa_thumbnails,
+        )
 
     def _input(self, ref: str, work: Path) -> Path:
         """A soundtrack or voice-over as a local file: from our storage (where submit put
