@@ -145,6 +145,20 @@ def test_soundtrack_is_ducked_under_shot_sound_when_asked(tmp_path: Path, duck: 
     assert rms(mono[sl(1.25, 1.35)]) > 0.01
 
 
+def test_a_soundtrack_shot_drops_its_own_sound_for_the_bed(tmp_path: Path) -> None:
+    bed = tone_file(tmp_path / "bed.wav", 1000.0, 3.0)
+    shots = [
+        ShotClip(clip(tmp_path, 1.5, variant=0)),  # its own tone (~330 Hz) over the bed
+        ShotClip(clip(tmp_path, 1.5, variant=0), audio="soundtrack"),  # the bed alone
+    ]
+    spec = AssemblySpec(width=32, height=32, fps=24, soundtrack=bed)
+    mono = film_audio(assemble(shots, spec, tmp_path / "st.mp4").path)[0].mean(axis=0)
+    first, second = mono[sl(0.2, 1.3)], mono[sl(1.7, 2.8)]
+    assert level_at(first, 330) > 0.005
+    assert level_at(second, 330) < 0.05 * level_at(first, 330)
+    assert level_at(second, 1000) > 0.02
+
+
 def test_voice_over_is_placed_and_ducks_the_bed(tmp_path: Path) -> None:
     bed = tone_file(tmp_path / "bed.wav", 1000.0, 4.0)
     voice = tone_file(tmp_path / "vo.wav", 500.0, 1.0, amp=0.3)

@@ -121,7 +121,12 @@ class Join:
 
 @dataclass(frozen=True)
 class AssemblyResult:
-    """What was written: the film, its measured length and format, how it was made."""
+    """What was written: the film, its length and format, how it was made.
+
+    ``has_audio``: whether any sound is in the film's track (the track itself is always
+    there, silent where nothing sounds). ``loudness_lufs``: the mix's measured integrated
+    loudness, None for silence. ``stream_copied``: the video packets were copied, not
+    re-encoded. ``notes``: anything that did not go as planned (a copy abandoned, and why)."""
 
     path: Path
     duration_s: float
