@@ -194,6 +194,7 @@ def test_cli_exit_codes(clips: dict[str, Path], capsys: pytest.CaptureFixture[st
     ("args", "fragment"),
     [
         (["check", "{dir}/missing.mp4"], "no such file"),
+        (["check"], "give the video file"),
         (["check", "{dir}/junk.mp4"], "not a readable video"),
         (["check", "{clean}", "--resolution", "huge"], "unknown resolution"),
         (["check", "{clean}", "--resolution", "12xq"], "not WxH"),
@@ -228,6 +229,6 @@ def test_cli_json(clips: dict[str, Path], capsys: pytest.CaptureFixture[str]) ->
     assert checks["decode"]["verdict"] == "fail"
     assert checks["decode"]["threshold"] == THRESHOLDS["decode"].value
     assert checks["duration"]["verdict"] == "fail"
-    assert main(["check", "--list", "--json", str(clips["clean"])]) == 0
+    assert main(["check", "--list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed["checks"] == list(CHECKS)

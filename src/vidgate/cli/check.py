@@ -27,7 +27,9 @@ _VERDICT_STYLE = {"pass": "green", "fail": "bold red", "skipped": "dim", "error"
 
 
 def check(
-    file: Annotated[Path, typer.Argument(help="The video file to check.", show_default=False)],
+    file: Annotated[
+        Path | None, typer.Argument(help="The video file to check.", show_default=False)
+    ] = None,
     duration: Annotated[
         float | None, typer.Option("--duration", help="Asked duration in seconds.", min=0.1)
     ] = None,
@@ -57,6 +59,8 @@ def check(
     if list_checks:
         _list(as_json)
         return
+    if file is None:
+        fail("give the video file to check: vidgate check FILE (or --list for the checks)")
     if not file.is_file():
         fail(f"{file}: no such file; give the path of a video file")
     short, size = None, None
