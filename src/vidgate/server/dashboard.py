@@ -5,7 +5,12 @@ A key sees its own tenant only; a key created admin (``vidgate keys create --adm
 every tenant (jobs, cost by offering and by tenant). Admin is a property of the key, stored
 with it, never inferred from a tenant's name (a tenant called "admin" is just a tenant).
 Provider health is the gateway's, not a tenant's, so every key sees it: it says which routes
-are usable, nothing about anyone's traffic."""
+are usable, nothing about anyone's traffic.
+
+``/v1/dashboard/jobs/{id}/frames?t=`` serves the thumbnails of the job's quality panel: a
+frame of the stored video at a timestamp some stage check flagged, decoded with PyAV and
+encoded as a small JPEG. Only flagged timestamps are served (it is not a general frame
+grabber), and a job of another tenant is "not found", like every job route."""
 
 from __future__ import annotations
 
@@ -13,16 +18,21 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from vidgate.billing.accounts import KeyInfo
 from vidgate.catalog.loader import Catalog
+from vidgate.errors import NotFound
 from vidgate.routing.policies import POLICIES
 from vidgate.server.deps import caller, gateway
-from vidgate.types import JobState, QualityTier, Resolution, parse_aspect
+from vidgate.server.errors import ApiError
+from vidgate.types import Job, JobState, QualityTier, Resolution, parse_aspect
 
 router = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
+#: thumbnails' short side in pixels (a strip of them sits under the checks table)
+THUMB_SHORT_SIDE = 90
 
 
 @router.get("/summary")
@@ -56,6 +66,52 @@ def summary(
             "qualities": [q.value for q in QualityTier],
         },
     }
+
+
+@router.get(
+    "/jobs/{job_id}/frames",
+    responses={200: {"content": {"image/jpeg": {}}, "description": "the flagged frame"}},
+)
+def flagged_frame(
+    job_id: Annotated[str, Path(max_length=64)],
+    request: Request,
+    key: Annotated[KeyInfo, Depends(caller)],
+    t: Annotated[float, Query(ge=0, le=86_400, description="a flagged timestamp (s)")],
+) -> Response:
+    """One frame a quality check flagged, as a JPEG thumbnail."""
+    gw = gateway(request)
+    try:
+        job = gw.store.get(job_id, None if key.admin else key.tenant)
+    except NotFound:
+        raise ApiError(404, "not_found", f"job {job_id!r} not found") from None
+    if job.deleted or not job.assets:
+        raise ApiError(404, "not_found", f"job {job_id!r} has no stored video")
+    if not any(abs(t - f) < 5e-4 for f in flagged_times(job)):
+        raise ApiError(
+            404, "not_found", f"no check of job {job_id} flagged a frame at {t:g} s", param="t"
+        )
+    from vidgate.stages._frames import FrameError, jpeg, sample_frames
+
+    try:
+        with gw.storage.open(gw.storage_path(job.assets[0].uri)) as f:
+            [frame] = sample_frames(f, [t], short_side=THUMB_SHORT_SIDE)
+    except FrameError as e:
+        raise ApiError(409, "undecodable", f"job {job_id}'s video: {e}") from None
+    return Response(
+        jpeg(frame),
+        media_type="image/jpeg",
+        headers={"cache-control": "private, max-age=3600"},
+    )
+
+
+def flagged_times(job: Job) -> set[float]:
+    """Every timestamp any stage check stored as flagged on ``job``."""
+    out: set[float] = set()
+    for result in job.stages.values():
+        for check in result.get("checks") or []:
+            if isinstance(check, dict):
+                out.update(float(x) for x in check.get("frames_s") or [])
+    return out
 
 
 def _cost(spend: list[dict[str, Any]], tenant: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import av
 import numpy as np
@@ -45,7 +45,7 @@ def _scaled(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def sample_frames(
-    source: Path | BinaryIO,
+    source: Path | IO[bytes],
     times_s: list[float] | None = None,
     *,
     count: int = 8,

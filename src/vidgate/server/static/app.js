@@ -502,6 +502,7 @@ function renderDetails(job) {
 
   renderRoute(job.route);
   renderAttempts(job.attempts);
+  renderQuality(job);
 
   if (job.state === "succeeded" && job.assets.length) loadVideo(job);
   else if (!state.video.jobId) setText($("player-empty"), playerNote(job));
@@ -562,6 +563,92 @@ function renderAttempts(attempts) {
     ),
   );
   show($("attempts"), attempts.length > 0);
+}
+
+// ---- the quality panel -------------------------------------------------------------------
+
+// Each stage's checks (name, value, threshold, verdict), and under a check that flagged
+// frames, a strip of those frames: thumbnails the server cuts from the stored video, fetched
+// with the key (an <img src> cannot send it) and kept per job and timestamp.
+const MAX_THUMBS = 12;
+const thumbCache = new Map(); // "job@t" -> Promise of an object URL
+
+function checkValue(v, unit) {
+  if (v === null || v === undefined) return "—";
+  if (typeof v === "number") {
+    const n = Number.isInteger(v) ? String(v) : v.toFixed(Math.abs(v) < 1 ? 3 : 2);
+    return unit && unit !== "/10" ? n + " " + unit : unit === "/10" ? n + "/10" : n;
+  }
+  return String(v);
+}
+
+function verdictTag(v) {
+  const cls = v === "pass" ? "tag ok" : v === "fail" ? "tag bad" : "tag";
+  return el("span", { class: cls, text: v });
+}
+
+function thumbUrl(jobId, t) {
+  const k = jobId + "@" + t;
+  if (!thumbCache.has(k)) {
+    const path = "/v1/dashboard/jobs/" + encodeURIComponent(jobId) + "/frames?t=" + encodeURIComponent(t);
+    const p = api(path, { raw: true }).then((r) => r.blob()).then((b) => URL.createObjectURL(b));
+    p.catch(() => thumbCache.delete(k)); // try again on the next render
+    thumbCache.set(k, p);
+  }
+  return thumbCache.get(k);
+}
+
+function thumbStrip(jobId, check) {
+  const strip = el("div", { class: "thumbs", "data-check": check.name });
+  for (const t of check.frames_s.slice(0, MAX_THUMBS)) {
+    const img = el("img", { alt: `${check.name} at ${t.toFixed(2)} s`, title: `${t.toFixed(2)} s`, "data-t": t });
+    strip.append(el("figure", {}, img, el("figcaption", { text: seconds(t) })));
+    thumbUrl(jobId, t).then((url) => { img.src = url; }, () => img.classList.add("broken"));
+  }
+  if (check.frames_s.length > MAX_THUMBS) {
+    strip.append(el("span", { class: "muted small", text: `+${check.frames_s.length - MAX_THUMBS} more` }));
+  }
+  return strip;
+}
+
+function renderQuality(job) {
+  const box = $("quality-box");
+  const stages = job.stages || {};
+  const sig = JSON.stringify([job.id, stages, job.quality]);
+  if (box.dataset.sig === sig) return; // unchanged: keep the strip's loaded images
+  const rows = [];
+  for (const [stage, result] of Object.entries(stages)) {
+    for (const c of result.checks || []) {
+      rows.push(
+        el("tr", { class: "check v-" + c.verdict, "data-check": c.name },
+          el("td", { text: stage }),
+          el("td", { class: "mono small", text: c.name }),
+          el("td", { class: "num", text: checkValue(c.value, c.unit) }),
+          el("td", { class: "num", text: checkValue(c.threshold, c.unit) }),
+          el("td", {}, verdictTag(c.verdict)),
+          el("td", { class: "small", text: c.detail || "" }),
+        ),
+      );
+      if ((c.frames_s || []).length) {
+        rows.push(el("tr", { class: "strip" }, el("td", { colspan: 6 }, thumbStrip(job.id, c))));
+      }
+    }
+  }
+  $("quality-checks").tBodies[0].replaceChildren(...rows);
+  const q = job.quality;
+  const parts = [];
+  if (q) {
+    parts.push("Gate: " + q.verdict + (q.score !== null && q.score !== undefined ? ` · score ${Number(q.score).toFixed(1)}/10` : ""));
+    if (q.regenerations) parts.push(`${q.regenerations} regeneration${q.regenerations === 1 ? "" : "s"}`);
+  }
+  for (const [stage, result] of Object.entries(stages)) {
+    const score = result.score !== null && result.score !== undefined ? ` ${Number(result.score).toFixed(1)}/10` : "";
+    const cost = result.cost_usd ? ` (${money(result.cost_usd)})` : "";
+    parts.push(`${stage}: ${result.verdict}${score}${cost}`);
+  }
+  setText($("quality-summary"), parts.join(" · "));
+  show(box, rows.length > 0 || Boolean(q));
+  box.dataset.sig = sig; // set last: a render that threw is tried again
 }
 
 // ---- the player -------------------------------------------------------------------------
