@@ -73,7 +73,7 @@ def test_two_replicas_run_two_jobs_at_once(tiny_model: ModelPath, ray_home: Path
             assert (d.frames, d.width, d.height) == (9, 32, 32)
         assert c.get("/v1/models").json()["data"][0]["stats"]["jobs"] == 2
     finally:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
 
 
