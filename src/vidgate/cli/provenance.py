@@ -12,8 +12,7 @@ from typing import Annotated
 
 import typer
 
-from vidgate.cli.common import err_console, print_json
-from vidgate.settings import Settings
+from vidgate.cli.common import err_console, print_json, settings_from
 
 app = typer.Typer(help="C2PA provenance: development keys.", no_args_is_help=True)
 
@@ -55,7 +54,7 @@ def verify(
     Exit status: 0 valid or trusted, 1 invalid or no manifest, 2 bad input."""
     from vidgate.provenance.verify import describe, load_anchors, verify_file  # loads c2pa
 
-    anchors = load_anchors(trust if trust is not None else Settings().c2pa_trust_anchors)
+    anchors = load_anchors(trust if trust is not None else settings_from(False).c2pa_trust_anchors)
     report = verify_file(file, trust_anchors=anchors)
     if as_json:
         print_json(report.model_dump(mode="json"))
