@@ -178,3 +178,19 @@ async def test_an_agent_prices_a_workload_and_plans_and_runs_a_story(
             s = c.streams.video[0]
             frames = sum(1 for _ in c.decode(s))
         assert frames == round(plan["summary"]["film_s"] * 24) == film["film"]["frames"]
+
+
+async def test_a_provider_key_in_the_environment_means_live_offerings(
+    tmp_path: Path, python: str
+) -> None:
+    from vidgate.catalog.loader import load_catalog
+
+    keyed = next(o for o in load_catalog().offerings.values() if o.credential_env)
+    env = server_env(tmp_path / "home", **dict.fromkeys(keyed.credential_env, "not-a-real-key"))
+    params = StdioServerParameters(
+        command=python, args=["-m", "vidgate", "mcp"], env=env, cwd=str(ROOT)
+    )
+    async with Client(params, read_timeout_seconds=120) as client:
+        # routing only reads the catalog: nothing reaches the provider with the fake key
+        route = data(await client.call_tool("route", {"prompt": "fox", "offerings": [keyed.id]}))
+        assert route["sandbox"] is False
