@@ -148,3 +148,42 @@ def test_worker_and_serve_refuse_a_bad_pair_at_start_up(tmp_path: Path, ours: Pa
     proc = vidgate("worker", "--sandbox", env=only_cert, cwd=tmp_path)
     assert proc.returncode == 2
     assert "VIDGATE_C2PA_CERT is set but VIDGATE_C2PA_KEY is not" in proc.stderr
+
+
+@pytest.mark.parametrize("problem", ["self-signed", "serverAuth EKU", "expired"])
+def test_worker_start_names_the_fix_for_each_bad_certificate(
+    problem: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    no_c2pa_env: None,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from tests.provenance.test_keys import self_signed
+    from vidgate.provenance.devca import new_ca, new_leaf
+
+    ca = new_ca()
+    if problem == "self-signed":
+        leaf, chain = self_signed(), b""
+        words = "self-signed, and c2pa refuses to sign with a self-signed certificate"
+    elif problem == "serverAuth EKU":
+        leaf, chain = new_leaf(ca, ekus=[ExtendedKeyUsageOID.SERVER_AUTH]), ca.cert_pem
+        words = "has extended key usage serverAuth, not one C2PA signs with"
+    else:
+        past = datetime.now(UTC) - timedelta(days=10)
+        leaf, chain = new_leaf(ca, not_before=past, days=5), ca.cert_pem
+        words = "expired on"
+    (tmp_path / "cert.pem").write_bytes(leaf.cert_pem + chain)
+    (tmp_path / "key.pem").write_bytes(leaf.key_pem)
+    monkeypatch.setenv("VIDGATE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VIDGATE_C2PA_CERT", str(tmp_path / "cert.pem"))
+    monkeypatch.setenv("VIDGATE_C2PA_KEY", str(tmp_path / "key.pem"))
+    code, out, err = run(capsys, "worker", "--sandbox")
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert words in err
+    assert "vidgate provenance dev-ca DIR" in err
