@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from vidgate.catalog.loader import Catalog, catalog_from_yaml
@@ -34,8 +36,17 @@ def write_wav(path: Path, seconds: float, freq: float = 220.0, rate: int = 48_00
     return path
 
 
-def probe_video(path: Path) -> dict[str, object]:
-    """What PyAV decodes from a film: frames, size, frame rate, audio samples (mono mix)."""
+@dataclass(frozen=True)
+class Probe:
+    frames: int
+    sizes: set[tuple[int, int]]
+    fps: float | None
+    #: (channels x samples as float64, sample rate), or None without an audio track
+    audio: tuple[NDArray[np.float64], int] | None
+
+
+def probe_video(path: Path) -> Probe:
+    """What PyAV decodes from a film: frames, sizes, frame rate, audio samples."""
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
         frames = 0
@@ -48,7 +59,7 @@ def probe_video(path: Path) -> dict[str, object]:
     with av.open(str(path)) as c:
         if c.streams.audio:
             chunks = [f.to_ndarray() for f in c.decode(audio=0)]
-            sr = c.streams.audio[0].rate
+            sr = int(c.streams.audio[0].rate)
             data = np.concatenate([x.reshape(x.shape[0], -1) for x in chunks], axis=1)
             audio = (data.astype(np.float64), sr)
-    return {"frames": frames, "sizes": sizes, "fps": float(rate) if rate else None, "audio": audio}
+    return Probe(frames, sizes, float(rate) if rate else None, audio)

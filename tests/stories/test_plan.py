@@ -175,7 +175,7 @@ def test_an_offering_s_own_extend_mode_makes_the_segments(tmp_path: Path) -> Non
         assert [j["how"] for j in doc.joins] == ["extend", "extend"]
         assert doc.film is not None
         film = probe_video(Path(g.storage_path(doc.film["uri"])))
-        assert film["frames"] == 240
+        assert film.frames == 240
         assert math.isclose(plan.film_s, 20.0)
     finally:
         g.close()

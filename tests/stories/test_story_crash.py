@@ -99,7 +99,7 @@ def test_sigkill_mid_story_resumes_without_generating_a_finished_shot_again(
             assert jid in doc.children.values()
             assert len(store.get(jid).attempts) == 1
         film = probe_video(out)
-        assert abs(film["frames"] - doc.plan.film_frames()) <= 1  # type: ignore[operator]
+        assert abs(film.frames - doc.plan.film_frames()) <= 1
         store.close()
     finally:
         sb.stop()

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyloudnorm
+import pyloudnorm  # type: ignore[import-untyped]
 import pytest
 
 from tests.conftest import sandbox_settings
@@ -90,14 +90,14 @@ def test_six_shot_film_with_two_characters_and_a_soundtrack(
 
     film = probe_video(_film_path(gateway, doc))
     # within one frame of the plan; one size and frame rate throughout
-    assert abs(film["frames"] - plan.film_frames()) <= 1  # type: ignore[operator]
-    assert film["sizes"] == {(plan.width, plan.height)}
-    assert film["fps"] == pytest.approx(plan.fps)
+    assert abs(film.frames - plan.film_frames()) <= 1
+    assert film.sizes == {(plan.width, plan.height)}
+    assert film.fps == pytest.approx(plan.fps)
     # the soundtrack runs under the whole film at the loudness target (±1 LU)
-    audio = film["audio"]
+    audio = film.audio
     assert audio is not None
-    samples, rate = audio  # type: ignore[misc]
-    assert samples.shape[1] / rate == pytest.approx(film["frames"] / plan.fps, abs=0.1)  # type: ignore[operator]
+    samples, rate = audio
+    assert samples.shape[1] / rate == pytest.approx(film.frames / plan.fps, abs=0.1)
     lufs = pyloudnorm.Meter(rate).integrated_loudness(samples.T)
     assert abs(lufs - (-14.0)) <= 1.0
 
@@ -146,7 +146,7 @@ def test_a_30s_shot_on_a_10s_offering_is_chained_segments_with_continuity(
     assert sb.core.store.stats()["creates"] == len(shot.segments)
     # one 30 s shot in the film, to the frame
     film = probe_video(_film_path(gateway, doc))
-    assert film["frames"] == 30 * 12
+    assert film.frames == 30 * 12
     # every join scored and recorded
     joins = doc.joins
     assert [j["segment"] for j in joins] == list(range(1, len(shot.segments)))
@@ -194,7 +194,7 @@ def test_the_film_is_signed_with_every_shot_as_an_ingredient(tmp_path: Path) -> 
         assert report.generation["job_id"] == doc.id
         # still the planned film after signing
         film = probe_video(_film_path(gateway, doc))
-        assert film["frames"] == doc.plan.film_frames()
+        assert film.frames == doc.plan.film_frames()
     finally:
         gateway.close()
         sb.stop()
