@@ -141,6 +141,25 @@ def test_stream_copy_keeps_b_frame_clips_in_order(tmp_path: Path) -> None:
     assert second - first > 50
 
 
+def test_a_copy_that_does_not_decode_in_full_is_re_encoded(tmp_path: Path) -> None:
+    # A shot cut off mid-file (its index, written first, promises frames that are not there):
+    # the packets copy, but decoding the copy finds a frame missing, so the film is re-encoded
+    # to the planned length with the last good frame held.
+    whole = assemble(
+        [ShotClip(clip(tmp_path, 64, 48, 24, 2.0, audio=False))],
+        AssemblySpec(width=64, height=48, fps=24, crf=30),
+        tmp_path / "whole.mp4",
+    )
+    data = whole.path.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    spec = AssemblySpec(width=64, height=48, fps=24)
+    r = assemble([ShotClip(tmp_path / "cut.mp4")], spec, tmp_path / "film.mp4")
+    assert not r.stream_copied
+    assert len(r.notes) == 1
+    assert r.notes[0].startswith("stream copy abandoned (the copy decodes to")
+    assert len(frames(r.path)) == r.frames
+
+
 @pytest.mark.parametrize(
     "change",
     [

@@ -219,3 +219,19 @@ def test_limiter_never_exceeds_the_ceiling_and_normalise_leaves_silence() -> Non
     assert lufs is not None
     assert abs(lufs + 8.0) < 0.5
     assert np.abs(hot).max() < 0.9
+
+
+def test_audio_that_does_not_decode_is_named(tmp_path: Path) -> None:
+    whole = assemble(
+        [ShotClip(clip(tmp_path, 2.0))],
+        AssemblySpec(width=32, height=32, fps=24),
+        tmp_path / "w.mp4",
+    )
+    data = whole.path.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(AssemblyError, match=r"^audio: cut\.mp4: its audio does not decode"):
+        assemble(
+            [ShotClip(tmp_path / "cut.mp4")],
+            AssemblySpec(width=32, height=32, fps=24),
+            tmp_path / "f.mp4",
+        )

@@ -546,6 +546,15 @@ def _frames(
 ) -> Iterator[av.VideoFrame]:
     """Exactly ``count`` frames of ``clip`` at the film's rate and size: for film frame j,
     the source frame showing at ``trim_start + j / fps`` (dropped or repeated as rates differ)."""
+    try:
+        yield from _timed_frames(clip, probe, count, spec)
+    except av.FFmpegError as e:
+        raise AssemblyError(f"{clip.path.name} does not decode ({e})") from None
+
+
+def _timed_frames(
+    clip: ShotClip, probe: _Probe, count: int, spec: AssemblySpec
+) -> Iterator[av.VideoFrame]:
     with av.open(str(clip.path)) as c:
         s = c.streams.video[0]
         s.thread_type = "AUTO"
@@ -612,6 +621,7 @@ def _write_encoded(
             k_in = len(tail)
             k_out = xf[i + 1] if i + 1 < len(clips) else 0
             held: list[NDArray[np.uint8]] = []
+            made = 0
             for j, frame in enumerate(_frames(clip, probe, counts[i], spec)):
                 if j < k_in:
                     frame = _blend(tail[j], _planes(frame), (j + 1) / (k_in + 1))
@@ -619,6 +629,12 @@ def _write_encoded(
                     held.append(_planes(frame))
                 else:
                     emit(frame)
+                made += 1
+            if made < counts[i]:  # frames without timestamps: the film would come up short
+                raise AssemblyError(
+                    f"{_name(i, clip)}: {clip.path.name} decoded to {made} of {counts[i]} "
+                    "timed frames; re-encode it with timestamps"
+                )
             tail = held
         for pkt in vs.encode(None):
             out.mux(pkt)

@@ -61,6 +61,13 @@ class FilmAudio:
 def decode(path: Path, rate: int, start_at: float = 0.0) -> Samples | None:
     """``path``'s first audio stream as (2, n) float32 at ``rate`` Hz, time 0 = ``start_at``
     seconds of the file; None when the file has no audio stream."""
+    try:
+        return _decode(path, rate, start_at)
+    except av.FFmpegError as e:
+        raise ValueError(f"{path.name}: its audio does not decode ({e})") from None
+
+
+def _decode(path: Path, rate: int, start_at: float) -> Samples | None:
     with av.open(str(path)) as container:
         if not container.streams.audio:
             return None
