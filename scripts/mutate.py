@@ -205,14 +205,36 @@ def _module(mutant: str) -> str:
     return m.group(1) if m else mutant.rsplit(".", 1)[0]
 
 
-def _where(where: Path, mutant: str) -> str:
+#: one process for every survivor's diff (``mutmut show`` per mutant costs seconds each)
+_DIFFS = """
+import json, sys
+from mutmut.__main__ import find_mutant, get_diff_for_mutant
+names = json.load(sys.stdin)
+print(json.dumps({n: get_diff_for_mutant(n, path=find_mutant(n).path) for n in names}))
+"""
+
+
+def _diffs(where: Path, mutants: list[str]) -> dict[str, str]:
+    if not mutants:
+        return {}
+    out = subprocess.run(
+        [sys.executable, "-c", _DIFFS], cwd=where, input=json.dumps(mutants),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    except (ValueError, IndexError):
+        return {}
+
+
+def _where(where: Path, mutant: str, diff: str) -> str:
     """file:line and the mutated line of a survivor, from mutmut's own diff (whose hunk lines
     count from the function, so the line is found in the file after the function's def)."""
-    diff = _mutmut(where, "show", mutant)[1].splitlines()
-    file = next((ln[4:].strip() for ln in diff if ln.startswith("+++ ")), "?")
-    old = next((ln[1:] for ln in diff if ln.startswith("-") and not ln.startswith("---")), "")
+    lines = diff.splitlines()
+    file = next((ln[4:].strip() for ln in lines if ln.startswith("+++ ")), "?")
+    old = next((ln[1:] for ln in lines if ln.startswith("-") and not ln.startswith("---")), "")
     new = next(
-        (ln[1:].strip() for ln in diff if ln.startswith("+") and not ln.startswith("+++")), ""
+        (ln[1:].strip() for ln in lines if ln.startswith("+") and not ln.startswith("+++")), ""
     )
     func = mutant.rsplit("__mutmut_", 1)[0].rsplit(".", 1)[-1].split("ǁ")[-1].removeprefix("x_")
     line = 0
@@ -230,6 +252,7 @@ def _where(where: Path, mutant: str) -> str:
 def _rows(target: str, results: dict[str, str], where: Path, seconds: float) -> dict[str, Any]:
     """A target's figures, per module and in all."""
     modules: dict[str, dict[str, Any]] = {}
+    diffs = _diffs(where, [k for k, v in results.items() if v in NOT_KILLED])
     for mutant, verdict in sorted(results.items()):
         m = modules.setdefault(
             _module(mutant), {"killed": 0, "total": 0, "pending": 0, "survivors": []}
@@ -240,7 +263,8 @@ def _rows(target: str, results: dict[str, str], where: Path, seconds: float) -> 
         elif verdict in NOT_KILLED:
             m["total"] += 1
             tag = "" if verdict == "survived" else f" ({verdict})"
-            m["survivors"].append(f"{_where(where, mutant)}  [{mutant}]{tag}")
+            spot = _where(where, mutant, diffs.get(mutant, ""))
+            m["survivors"].append(f"{spot}  [{mutant}]{tag}")
         elif verdict != "skipped":
             m["pending"] += 1  # not checked: a run stopped by its time limit
     for m in modules.values():
