@@ -4,6 +4,7 @@ film has the planned length. Real processes (`vidgate story`), a real sandbox ov
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -98,6 +99,12 @@ def test_sigkill_mid_story_resumes_without_generating_a_finished_shot_again(
         for jid in killed_with:
             assert jid in doc.children.values()
             assert len(store.get(jid).attempts) == 1
+        # the CLI wrote every shot's file and the record beside the film
+        shots = sorted((tmp_path / "film.shots").glob("shot-*.mp4"))
+        assert [p.name for p in shots] == [f"shot-{n:02d}.mp4" for n in (1, 2, 3)]
+        record = json.loads((tmp_path / "film.record.json").read_text())
+        assert record["story"] == doc.id
+        assert record["matches_ledger"] is True
         film = probe_video(out)
         assert abs(film.frames - doc.plan.film_frames()) <= 1
         store.close()

@@ -60,6 +60,9 @@ characters:
   Fox: {description: a red fox with a white-tipped tail, references: [fox.png]}
   Owl: {description: a grey owl with amber eyes, references: [owl.png]}
 soundtrack: {file: theme.wav, gain_db: -3}
+captions:
+  - {text: Dawn in the meadow, start: 0.5, end: 3}
+  - {text: The owl is watching, start: 9, end: 12}
 shots:
   - {prompt: The fox trots through a frosty meadow, duration: 8, characters: [Fox]}
   - {prompt: The owl watches, duration: 8, characters: [Owl], transition: crossfade:0.5}
@@ -100,6 +103,12 @@ def test_six_shot_film_with_two_characters_and_a_soundtrack(
     assert samples.shape[1] / rate == pytest.approx(film.frames / plan.fps, abs=0.1)
     lufs = pyloudnorm.Meter(rate).integrated_loudness(samples.T)
     assert abs(lufs - (-14.0)) <= 1.0
+
+    # the captions as a WebVTT sidecar beside the film
+    assert doc.film is not None
+    vtt = Path(gateway.storage_path(doc.film["captions_uri"])).read_text()
+    assert vtt.startswith("WEBVTT")
+    assert "The owl is watching" in vtt
 
     # the record matches the ledger to the cent, and names the offering of every shot
     rec = doc.record

@@ -622,7 +622,8 @@ async def run_story(
     until the story ends. A worker elsewhere may share the work; leases keep it single."""
     from vidgate.jobs.worker import WorkerConfig
 
-    worker = gw.worker(WorkerConfig(concurrency=64, deliver_webhooks=False))
+    # this function steps the story itself (only this one): the worker drives its jobs
+    worker = gw.worker(WorkerConfig(concurrency=64, deliver_webhooks=False, drive_stories=False))
     stop = asyncio.Event()
     loop = StoryLoop(gw, owner=worker.id, only=story_id)
     wtask = asyncio.create_task(worker.run())
