@@ -320,3 +320,15 @@ def test_a_key_whose_request_died_is_taken_over_once(store: JobStore) -> None:
     accounts.idem_finish("t", "k", 200, "{}")
     _age(store, "t", "k", IDEMPOTENCY_STALE_S * 10)
     assert accounts.idem_begin("t", "k", "h").outcome == "replay"  # finished: never stale
+
+
+def test_a_database_in_another_time_zone_does_not_age_keys(pg_url: str) -> None:
+    """PostgreSQL hands timestamps back in the session's zone: a key claimed a moment ago on
+    a server that runs on New York time is still in progress, not five hours stale."""
+    store = JobStore(pg_url + "%20-ctimezone%3DAmerica/New_York")
+    try:
+        accounts = Accounts(store)
+        assert accounts.idem_begin("t", "k", "h").outcome == "new"
+        assert accounts.idem_begin("t", "k", "h").outcome == "in_progress"
+    finally:
+        store.close()
