@@ -136,3 +136,17 @@ def test_unknown_judge_model_fails_at_start_up(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("VIDGATE_JUDGE_MODEL", "gemini-9-ultra")
     with pytest.raises(StageUnavailable, match="no price for judge model 'gemini-9-ultra'"):
         SemanticStage().check_ready(None)
+
+
+def test_engine_hooks_follow_the_gate_in_force() -> None:
+    stage = SemanticStage()
+    job = job_for("a fox", QualityGate())  # the request asks for nothing itself
+    # a tenant default asking for the judge applies; one asking for neither does not
+    assert stage.applies_to(job, QualityGate(judge=True))
+    assert stage.applies_to(job, QualityGate(clip=True))
+    assert not stage.applies_to(job, QualityGate())
+    # the worst case the engine reserves: the judge call's estimate; CLIP alone is free
+    assert stage.estimate_cost_usd(job, QualityGate(clip=True)) == 0.0
+    want = _judge.estimate_cost("gemini-2.5-flash", 5.0, "a fox", 1024)
+    assert stage.estimate_cost_usd(job, QualityGate(judge=True)) == want
+    assert want > 0

@@ -7,8 +7,11 @@ judge: true}``):
   clip, from a local model (:mod:`vidgate.stages._clip`, which documents the 0–10 mapping);
   frames under the threshold are flagged with their timestamps for the dashboard's strip.
 * ``judge_<criterion>`` — a VLM judge (Gemini ``generateContent``, :mod:`vidgate.stages._judge`)
-  scores prompt adherence, artifacts, physics and text 1–10 with reasons; its cost goes on the
-  ledger through :attr:`StageResult.cost_usd`. Against the sandbox the judge is emulated.
+  scores prompt adherence, artifacts, physics and text 1–10 with reasons; its worst-case cost
+  is given to the engine first (:meth:`SemanticStage.estimate_cost_usd`, reserved against the
+  budget), a call whose estimate exceeds ``VIDGATE_JUDGE_MAX_USD`` is skipped, and what it
+  cost goes on the ledger through :attr:`StageResult.cost_usd`. Against the sandbox the judge
+  is emulated.
 
 The stage's score is the mean of what ran (the CLIP score and the judge's four ratings), 0–10.
 Configuration is read from ``VIDGATE_*`` variables by :class:`SemanticSettings`.
@@ -85,6 +88,25 @@ class SemanticStage(Stage):
     def applies(self, job: Job) -> bool:
         gate = gate_of(job)
         return gate is not None and (gate.clip or gate.judge)
+
+    def applies_to(self, job: Job, gate: Any) -> bool:
+        # the gate in force: the request's, else the tenant default
+        return isinstance(gate, QualityGate) and (gate.clip or gate.judge)
+
+    def estimate_cost_usd(self, job: Job, gate: Any) -> float:
+        """The judge call's worst case (the engine reserves it before the stage runs); CLIP
+        runs locally and costs nothing on the ledger."""
+        if not (isinstance(gate, QualityGate) and gate.judge):
+            return 0.0
+        s = SemanticSettings()
+        duration = job.assets[0].duration_s if job.assets and job.assets[0].duration_s else None
+        return _judge.estimate_cost(
+            s.judge_model,
+            duration or job.request.duration_s,
+            job.request.prompt,
+            s.judge_max_output_tokens,
+            s.judge_prices,
+        )
 
     async def run(self, ctx: StageContext) -> StageResult:
         started = now()
@@ -207,17 +229,6 @@ class SemanticStage(Stage):
                 f"the judge call would cost up to ${estimate:.4f}, over the "
                 f"${s.judge_max_usd:.4f} cap (VIDGATE_JUDGE_MAX_USD)"
             )
-        limit = ctx.job.request.constraints.max_cost_usd
-        if limit is not None:
-            spent = sum(
-                a.cost_usd if a.cost_usd is not None else a.estimated_cost_usd
-                for a in ctx.job.attempts
-            )
-            if spent + estimate > limit:
-                return (
-                    f"the judge call (up to ${estimate:.4f}) would take the job past its "
-                    f"${limit:.2f} limit (${spent:.4f} spent)"
-                )
         size = ctx.path.stat().st_size
         if size > _judge.INLINE_LIMIT_BYTES:
             return (
