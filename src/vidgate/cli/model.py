@@ -66,6 +66,12 @@ def serve(
     replicas: Annotated[
         int, typer.Option("--replicas", min=1, help="Ray Serve replicas (one per GPU).")
     ] = 1,
+    max_replicas: Annotated[
+        int | None,
+        typer.Option(
+            "--max-replicas", min=1, help="Ray: autoscale on queue length up to this many."
+        ),
+    ] = None,
     fault: Annotated[str | None, typer.Option("--fault", hidden=True)] = None,
 ) -> None:
     """Load PATH_OR_REPO_ID and serve it over the model server protocol until interrupted."""
@@ -121,7 +127,7 @@ def serve(
     if ray:
         from vidgate.local.ray_serve import serve_ray
 
-        serve_ray(config, replicas=replicas)
+        serve_ray(config, replicas=replicas, max_replicas=max_replicas)
     else:
         from vidgate.local.serve import serve as serve_local
 

@@ -145,9 +145,17 @@ class Ingress:
 
 
 def build_app(
-    config: ServeConfig, replicas: int, *, num_gpus: float | None = None, num_cpus: float = 0.5
+    config: ServeConfig,
+    replicas: int,
+    *,
+    max_replicas: int | None = None,
+    num_gpus: float | None = None,
+    num_cpus: float = 0.5,
 ) -> Any:
-    """The Ray Serve application (``serve.run`` it). GPUs: one per replica when present."""
+    """The Ray Serve application (``serve.run`` it). GPUs: one per replica when present.
+
+    With ``max_replicas`` above ``replicas``, Serve autoscales ModelReplica on queue length
+    between the two: one job per replica is the target, so waiting jobs add replicas."""
     import ray.serve
 
     serve: Any = ray.serve  # its decorators are typed for decorator use only
@@ -157,26 +165,36 @@ def build_app(
     actor: dict[str, Any] = {"num_cpus": num_cpus}
     if num_gpus:
         actor["num_gpus"] = num_gpus
+    scaling: dict[str, Any] = {"num_replicas": replicas}
+    if max_replicas is not None and max_replicas > replicas:
+        scaling = {
+            "autoscaling_config": {
+                "min_replicas": replicas,
+                "max_replicas": max_replicas,
+                "target_ongoing_requests": 1,
+            }
+        }
     replica_cls = serve.deployment(
         ModelReplica,
         name="ModelReplica",
-        num_replicas=replicas,
         max_ongoing_requests=1,
         ray_actor_options=actor,
+        **scaling,
     )
+    top = max(replicas, max_replicas or 0)
     ingress_cls = serve.deployment(
         serve.ingress()(Ingress),
         name="Ingress",
         num_replicas=1,
-        # Every replica's dispatcher holds one request open on the ingress's behalf.
-        max_ongoing_requests=max(100, replicas * 4),
+        max_ongoing_requests=max(100, top * 4),
         ray_actor_options={"num_cpus": 0},
     )
     replica = replica_cls.bind(config, str(model.path))
-    return ingress_cls.bind(replica, config, model_id, replicas)
+    # One dispatcher per replica the deployment may have: each keeps one job in flight.
+    return ingress_cls.bind(replica, config, model_id, top)
 
 
-def serve_ray(config: ServeConfig, replicas: int) -> None:
+def serve_ray(config: ServeConfig, replicas: int, max_replicas: int | None = None) -> None:
     """Start (or join) a Ray cluster, run the app on HOST:PORT, block until interrupted."""
     import time
 
@@ -184,7 +202,7 @@ def serve_ray(config: ServeConfig, replicas: int) -> None:
     import ray.serve
 
     serve: Any = ray.serve
-    app = build_app(config, replicas)
+    app = build_app(config, replicas, max_replicas=max_replicas)
     ray.init(address="auto" if _cluster_running() else None, include_dashboard=False)
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(app, name="vidgate-model", route_prefix="/")

@@ -14,7 +14,6 @@ counts the cached modules' calls that ran none of their children: the calls it s
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -57,7 +56,6 @@ class SkipCounter:
         self.calls = 0
         self.skipped = 0
         self._ran: dict[int, bool] = {}
-        self._lock = threading.Lock()
 
     def watch(self, module: Any) -> None:
         key = id(module)
@@ -69,10 +67,11 @@ class SkipCounter:
             self._ran[key] = True
 
         def post(_m: Any, _args: Any, _out: Any) -> None:
-            with self._lock:
-                self.calls += 1
-                if not self._ran.get(key, True):
-                    self.skipped += 1
+            # No lock: hooks run on the one device thread, and a lock would break
+            # torch.compile's graph at every block.
+            self.calls += 1
+            if not self._ran.get(key, True):
+                self.skipped += 1
 
         module.register_forward_pre_hook(pre)
         for child in module.children():
