@@ -6,13 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import av
-
 from vidgate.sandbox.render import render_mp4
 from vidgate.stages.base import StageContext
 from vidgate.types import Asset, Job, JobState, QualityGate, VideoRequest
-
-DEFECT_TAG = "vidgate-sandbox-defect="
 
 
 def save_tiny_clip(folder: Path, seed: int = 0) -> Path:
@@ -79,20 +75,18 @@ def save_tiny_clip(folder: Path, seed: int = 0) -> Path:
 def clip_file(
     path: Path, *, defect: str | None = None, variant: int = 0, seconds: float = 2.0
 ) -> Path:
-    """A sandbox render (64×48, 8 fps); with ``defect`` the MP4 carries the sandbox's defect
-    tag in its container metadata, as the sandbox writes it."""
-    plain = path.with_suffix(".plain.mp4") if defect else path
-    render_mp4(plain, width=64, height=48, fps=8, duration_s=seconds, audio=False, variant=variant)
-    if defect:
-        with av.open(str(plain)) as src, av.open(str(path), "w", format="mp4") as dst:
-            dst.metadata["comment"] = DEFECT_TAG + defect
-            out = dst.add_stream_from_template(src.streams.video[0])
-            for packet in src.demux(src.streams.video[0]):
-                if packet.dts is None:
-                    continue
-                packet.stream = out
-                dst.mux(packet)
-    return path
+    """A sandbox render (64×48, 8 fps), with the sandbox's own ``defect`` when given (an
+    ``off_prompt`` clip is a normal picture carrying the defect tag in its metadata)."""
+    return render_mp4(
+        path,
+        width=64,
+        height=48,
+        fps=8,
+        duration_s=seconds,
+        audio=False,
+        variant=variant,
+        defect=defect,
+    )
 
 
 def job_for(prompt: str, gate: QualityGate, **request: object) -> Job:

@@ -38,11 +38,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from vidgate.sandbox.core import SandboxCore
+from vidgate.sandbox.render import DEFECT_TAG
 
 PROTOCOL = "gemini-judge"  # the fault-rule protocol name for judge calls
 MODELS = ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro")
 CRITERIA = ("prompt_adherence", "artifacts", "physics", "text")
-DEFECT_TAG = "vidgate-sandbox-defect="
 _PIN = re.compile(r"\[judge:(prompt_adherence|artifacts|physics|text)=(10|[1-9])\]")
 _VIDEO_TOKENS_PER_FRAME, _AUDIO_TOKENS_PER_S = 258, 32
 _REASONS = {
