@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from vidgate.catalog.loader import load_catalog
 from vidgate.catalog.schema import Offering
@@ -25,7 +26,7 @@ from vidgate.errors import (
 from vidgate.providers.base import ProviderJob, RemoteState, RemoteStatus
 from vidgate.providers.local_diffusers import LocalDiffusers, adjustments, refusal
 from vidgate.providers.local_fleet import ENV, Fleet
-from vidgate.sandbox.app import SandboxServer
+from vidgate.sandbox.app import LoopbackServer, SandboxServer
 from vidgate.sandbox.core import FaultConfig, FaultRule
 from vidgate.settings import Credentials
 from vidgate.types import Resolution, VideoRequest
@@ -281,3 +282,20 @@ async def test_cancel_on_a_server_that_is_gone_is_done(http: httpx.AsyncClient) 
     await a.cancel(job)  # nothing listens: its jobs went with the process
     with pytest.raises(ProviderUnavailable):
         await a.poll(job)  # while polling, a refused connection is an outage to ride out
+
+
+async def test_a_loading_server_is_unavailable_not_a_mismatch(http: httpx.AsyncClient) -> None:
+    # what a model server answers while its pipeline loads (docs/model-server-protocol.md)
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, object]:
+        return {"object": "list", "data": [{"id": "wan", "object": "model", "loaded": False}]}
+
+    loading = LoopbackServer(app).start()
+    try:
+        with pytest.raises(ProviderUnavailable, match="still loading its pipeline") as info:
+            await adapter(http, loading.url).submit(request(), WAN, idempotency_key="k-loading")
+        assert info.value.retryable  # it may serve the model once loaded: never final
+    finally:
+        loading.stop()

@@ -99,7 +99,8 @@ def parse_models(server: str, body: dict[str, Any]) -> list[Served]:
     """The entries of one ``/v1/models`` answer (entries without an id are skipped)."""
     out: list[Served] = []
     for m in body.get("data") or []:
-        if not isinstance(m, dict) or not isinstance(m.get("id"), str):
+        # a server still loading lists its model with "loaded": false and nothing else yet
+        if not isinstance(m, dict) or not isinstance(m.get("id"), str) or m.get("loaded") is False:
             continue
         stats: dict[str, Any] = m["stats"] if isinstance(m.get("stats"), dict) else {}
         queue: dict[str, Any] = m["queue"] if isinstance(m.get("queue"), dict) else {}
@@ -165,7 +166,18 @@ class Fleet:
                     provider=PROTOCOL,
                     status_code=resp.status_code,
                 )
-            entry = _Entry(self.clock(), parse_models(server, json_body(resp)))
+            body = json_body(resp)
+            models = parse_models(server, body)
+            loading = [
+                m
+                for m in body.get("data") or []
+                if isinstance(m, dict) and m.get("loaded") is False
+            ]
+            if loading and not models:
+                raise ProviderUnavailable(
+                    f"model server {server} is still loading its pipeline", provider=PROTOCOL
+                )
+            entry = _Entry(self.clock(), models)
         except VidgateError as e:
             entry = _Entry(self.clock(), None, e)
         self._cache[server] = entry
@@ -189,9 +201,11 @@ class Fleet:
         served, down = await self.models()
         fits = [s for s in served if s.serves(offering) and (not s.modes or mode in s.modes)]
         if not fits:
-            if not served and down:
+            if down:
+                # a server that is down or loading may serve it once it is back: not final
                 raise ProviderUnavailable(
-                    f"no model server answered ({'; '.join(down)})", provider=PROTOCOL
+                    f"no model server answered with {offering.model} ({'; '.join(down)})",
+                    provider=PROTOCOL,
                 )
             have = sorted({f"{s.id} ({s.catalog_model})" for s in served}) or ["nothing"]
             raise CapabilityMismatch(
