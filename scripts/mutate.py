@@ -363,6 +363,41 @@ def report(rows: list[dict[str, Any]]) -> bool:
     return ok
 
 
+_PRAGMA = "pragma: no mutate"
+
+
+def _comment_above(lines: list[str], index: int) -> str:
+    """The nearest comment block above ``lines[index]``, within the statement's few lines."""
+    block: list[str] = []
+    for prev in reversed(lines[max(0, index - 6) : index]):
+        if prev.strip().startswith("#"):
+            block.insert(0, prev.strip().lstrip("# "))
+        elif block:
+            break
+    return " ".join(block)
+
+
+def exclusions(target: Target) -> list[tuple[str, str]]:
+    """Every line a target leaves unmutated, as (file:line, reason): the reason beside the
+    pragma, or the comment just above it where the pragma says "see above"; a pragma with
+    neither is reported as a defect."""
+    out = []
+    for pattern in target.mutate:
+        files = sorted(ROOT.glob(pattern)) if "*" in pattern else [ROOT / pattern]
+        for path in (f for f in files if f.suffix == ".py" and f.exists()):
+            lines = path.read_text().splitlines()
+            for n, text in enumerate(lines, 1):
+                if _PRAGMA not in text:
+                    continue
+                reason = text.split(_PRAGMA, 1)[1].lstrip(" —-:").strip()
+                if not reason or "see above" in reason:
+                    above = _comment_above(lines, n - 1)
+                    reason = f"{reason}: {above}" if reason and above else reason or above
+                reason = reason or "DEFECT: no reason given"
+                out.append((f"{path.relative_to(ROOT)}:{n}", reason))
+    return out
+
+
 def _load(last: Path) -> dict[str, dict[str, Any]]:
     if not last.exists():
         return {}
@@ -383,7 +418,13 @@ def main() -> int:
     ap.add_argument("--worktree", action="store_true", help="test the work tree, uncommitted")
     ap.add_argument("--max-minutes", type=float, help="stop each target after this long")
     ap.add_argument("--survivors", action="store_true", help="re-check the last survivors")
+    ap.add_argument("--exclusions", action="store_true", help="list unmutated lines, why")
     args = ap.parse_args()
+    if args.exclusions:
+        for target in [TARGETS[t] for t in args.targets] or list(TARGETS.values()):
+            for where, why in exclusions(target):
+                print(f"{where}  {why}")
+        return 0
     last = WORK / "last.json"
     figures = _load(last)
     if args.summary:

@@ -113,7 +113,7 @@ class Constraint:
     def applies(self, v: RequestView, w: World) -> bool:
         # Only ever an optimisation (an unneeded rule passes anyway), so "always applies" is
         # an equivalent mutant: the property tests hold the needed() functions themselves.
-        return self.needed is None or self.needed(v, w)  # pragma: no mutate
+        return self.needed is None or self.needed(v, w)  # pragma: no mutate — see above
 
 
 # -- the shape of the request ------------------------------------------------------------------
@@ -299,7 +299,7 @@ def _credentials_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
 def _duration(v: RequestView, c: Compiled, e: Estimate, w: World) -> bool:
     # v.tolerance already carries a float epsilon, so a miss of exactly the tolerance passes;
     # < and <= then differ only at a float no request produces (an equivalent mutant).
-    return abs(e.duration - v.duration) <= v.tolerance  # pragma: no mutate
+    return abs(e.duration - v.duration) <= v.tolerance  # pragma: no mutate — see above
 
 
 def _duration_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
@@ -321,7 +321,7 @@ def _cost(v: RequestView, c: Compiled, e: Estimate, w: World) -> bool:
     # is left unmutated; the epsilon itself is held by the budget-equals-price test.
     if v.max_cost is None or e.cost is None:
         return True
-    return e.cost <= v.max_cost + COST_EPSILON  # pragma: no mutate
+    return e.cost <= v.max_cost + COST_EPSILON  # pragma: no mutate — see above
 
 
 def _cost_why(v: RequestView, c: Compiled, e: Estimate, w: World) -> str:
