@@ -5,6 +5,11 @@ A crash inside post-processing resumes at the stage it was in."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,13 +17,14 @@ from typing import Any, ClassVar
 import pytest
 
 from tests.conftest import sandbox_settings
-from vidgate.catalog.loader import Catalog
+from vidgate.catalog.loader import Catalog, load_catalog
 from vidgate.gateway import Gateway
 from vidgate.jobs.postprocess import STAGE_ROW_BASE, PostProcessor
 from vidgate.jobs.worker import WorkerConfig
 from vidgate.sandbox.app import SandboxServer
 from vidgate.sandbox.core import FaultConfig, FaultRule
 from vidgate.server.videos import video_object
+from vidgate.settings import Settings
 from vidgate.stages.base import Stage, StageContext, StageResult, now
 from vidgate.stages.checks import ChecksStage
 from vidgate.types import AttemptState, Job, JobState, VideoRequest
@@ -169,21 +175,29 @@ async def test_fail_names_the_failed_checks_and_bills_the_clip(
     assert job.cost_usd == pytest.approx(job.attempts[0].estimated_cost_usd)
 
 
+@pytest.mark.parametrize(
+    ("defect", "check"),
+    [
+        ("flicker", "checks.flicker"),
+        ("truncated", "checks.decode"),
+        ("hard_cut", "checks.hard_cuts"),
+    ],
+)
 async def test_deliver_flagged_succeeds_with_the_verdict_in_the_openai_metadata(
-    gw: Gateway, sandbox: SandboxServer
+    gw: Gateway, sandbox: SandboxServer, defect: str, check: str
 ) -> None:
-    defects(sandbox, BAD, flicker=1.0)
-    job = gw.submit(request("strobe", {"on_fail": "deliver_flagged"}), pinned=[BAD])
+    defects(sandbox, BAD, **{defect: 1.0})
+    job = gw.submit(request("a clip", {"on_fail": "deliver_flagged"}), pinned=[BAD])
     await run_all(gw)
     job = gw.store.get(job.id)
     assert job.state is JobState.SUCCEEDED
     assert job.quality is not None
     assert job.quality["flagged"] is True
-    assert "checks.flicker" in job.quality["failed"]
+    assert check in job.quality["failed"]
     meta = video_object(job)["metadata"]
     assert meta["vidgate_quality_verdict"] == "fail"
     assert meta["vidgate_quality_flagged"] == "true"
-    assert "checks.flicker" in meta["vidgate_quality_failed"]
+    assert check in meta["vidgate_quality_failed"]
     assert len(job.attempts) == 1
 
 
@@ -312,3 +326,61 @@ async def test_crash_mid_stage_resumes_at_that_stage(gw: Gateway, sandbox: Sandb
     assert done.quality["score"] == 8.0
     assert done.quality["verdict"] == "pass"
     assert len(gw.store.ledger(job_id=job.id)) == 1
+
+
+@pytest.mark.slow
+def test_killed_in_a_stage_resumes_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real process SIGKILLed inside the provenance stage (after checks stored its result):
+    the next run does not download again, keeps the checks result and runs provenance."""
+    catalog = load_catalog()
+    sb = SandboxServer(tmp_path / "sb", catalog, time_scale=0.002).start()
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDGATE_")}
+    env.update(
+        VIDGATE_HOME=str(home),
+        VIDGATE_SANDBOX="1",
+        VIDGATE_SANDBOX_URL=sb.url,
+        VIDGATE_POLL_INTERVAL_S="0.05",
+        VIDGATE_STAGES="checks,provenance",
+        VIDGATE_CRASH_POINTS="stage_provenance:1",
+        VIDGATE_CRASH_LOG=str(tmp_path / "crash.log"),
+    )
+    monkeypatch.setenv("VIDGATE_STAGES", "checks,provenance")
+    gw = Gateway(Settings(home=home, sandbox=True, sandbox_url=sb.url), catalog=catalog)
+    try:
+        job = gw.submit(VideoRequest(prompt="a kite", duration_s=5))
+        killed = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import asyncio,sys; from vidgate.gateway import Gateway; "
+                "gw=Gateway(); asyncio.run(gw.run(sys.argv[1]))",
+                job.id,
+            ],
+            env=env,
+            timeout=120,
+            check=False,
+            capture_output=True,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert (tmp_path / "crash.log").read_text().split() == ["stage_provenance"]
+        mid = gw.job(job.id)
+        assert mid.state is JobState.POST_PROCESSING
+        assert set(mid.stages) == {"checks"}
+        downloads = sb.core.store.stats()["events"]["download"]
+
+        async def resume() -> Job:
+            try:
+                return await gw.run(job.id)
+            finally:
+                await gw.aclose()
+
+        done = asyncio.run(resume())
+        assert done.state is JobState.SUCCEEDED
+        assert set(done.stages) == {"checks", "provenance"}
+        assert done.stages["checks"] == mid.stages["checks"]  # not recomputed
+        assert sb.core.store.stats()["events"]["download"] == downloads  # not fetched again
+        assert len(gw.store.ledger(job_id=job.id)) == 1
+    finally:
+        gw.close()
+        sb.stop()

@@ -189,6 +189,7 @@ async def _run(
         if not stage.applies_to(job, gate):
             continue
         crash_point("while_post_processing")
+        crash_point(f"stage_{stage.name}")  # chaos tests aim at one stage
         cost = stage.estimate_cost_usd(job, gate)
         if cost > 0 and (why := await driver._cover(claim, committed(job) + cost)) is not None:
             await _keep(driver, claim, idx, pos, stage, _skipped(stage, video, why))
