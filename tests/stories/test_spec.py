@@ -121,3 +121,32 @@ def test_the_published_schema_is_the_model_s(capsys: pytest.CaptureFixture[str])
     assert printed == json_schema()
     published = json.loads((ROOT / "docs" / "story.schema.json").read_text())
     assert published == printed, "regenerate docs/story.schema.json with `vidgate story schema`"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "says"),
+    [
+        ("title: [unclosed\n", 2, "not valid YAML or JSON"),
+        ("- a list\n", 1, "a story is a mapping with title: and shots:"),
+        ("title: x\n", 1, "shots: is required"),
+        ("title: x\nshots:\n  - {prompt: a, duration: 700}\n", 3, "at most 600 s"),
+        ("title: x\nshots:\n  - {prompt: a, duration: true}\n", 3, "a number of seconds"),
+    ],
+)
+def test_broken_files_are_one_line_each_with_exit_2(
+    text: str,
+    line: int,
+    says: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("VIDGATE_HOME", str(tmp_path / "home"))
+    assert main(["story", str(path), "--dry-run", "--sandbox"]) == 2
+    err = capsys.readouterr().err
+    [first] = [x for x in err.splitlines() if x.startswith("error:")]
+    assert first.startswith(f"error: {path}:{line}: ")
+    assert says in first
+    assert "Traceback" not in err

@@ -214,7 +214,7 @@ class Problem:
 
     def render(self, source: str = "story") -> str:
         where = f"{source}:{self.line}" if self.line is not None else source
-        return f"{where}: {self.field}: {self.message}"
+        return f"{where}: {self.field}: {self.message}" if self.loc else f"{where}: {self.message}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"field": self.field, "line": self.line, "message": self.message}
@@ -308,6 +308,11 @@ def _pydantic_problems(e: ValidationError, marks: Marks) -> list[Problem]:
             msg = "is required" + ("; e.g. duration: 5" if loc and loc[-1] == "duration" else "")
         elif kind == "greater_than" and loc and loc[-1] == "duration":
             msg = f"{err.get('input')!r} seconds: a duration must be above 0, e.g. 5"
+        elif kind == "less_than_equal" and loc and loc[-1] == "duration":
+            msg = (
+                f"{err.get('input')!r} seconds: a shot lasts at most {MAX_SHOT_S:g} s; "
+                "split it into several shots"
+            )
         out.append(Problem(loc, msg, marks.line(loc)))
     return out
 
@@ -543,7 +548,10 @@ class Checked:
 
 def parse_story(text: str, *, source: str = "story", base_dir: Path | None = None) -> Checked:
     """Parse and check a story, collecting every problem."""
-    data, marks = _parse(text, source)
+    try:
+        data, marks = _parse(text, source)
+    except StoryInvalid as e:
+        return Checked(None, e.problems)
     if not isinstance(data, dict):
         return Checked(None, [Problem((), "a story is a mapping with title: and shots:", 1)])
     problems = _check_refs(data, base_dir, marks)
