@@ -161,8 +161,11 @@ class StoryStore:
         return float(v or 0.0)
 
     def claim(
-        self, owner: str, *, lease_s: float = 120.0, story_id: str | None = None, limit: int = 10
+        self, owner: str, *, lease_s: float = 30.0, story_id: str | None = None, limit: int = 10
     ) -> builtins.list[StoryClaim]:
+        """Claim due stories for one step each. The lease is short, as a job's: a worker
+        killed mid-step delays its story by at most that long. A step that outlives it
+        (a long assembly) may be repeated by another worker; only one fenced write wins."""
         now = _now()
         s = db.stories
         cond = and_(s.c.terminal.is_(False), or_(s.c.lease_until.is_(None), s.c.lease_until < now))
