@@ -47,8 +47,12 @@ def render_mp4(
     variant: int = 0,
     defect: str | None = None,
     gop_s: float = 1.0,
+    preset: str = "ultrafast",
 ) -> Path:
-    """Write an MP4 to ``path`` (atomically: a reader never sees a half-written file)."""
+    """Write an MP4 to ``path`` (atomically: a reader never sees a half-written file).
+
+    ``gop_s`` and ``preset`` (x264's) let benchmarks render files shaped like other encoders'
+    (``veryfast`` and up use B-frames)."""
     if width % 2 or height % 2 or width < 16 or height < 16:
         raise ValueError(f"frame size {width}x{height} must be even and at least 16x16")
     if defect is not None and defect not in DEFECTS:
@@ -65,7 +69,7 @@ def render_mp4(
         vs = container.add_stream("libx264", rate=fps)
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         gop = max(1, round(gop_s * fps))
-        vs.options = {"preset": "ultrafast", "crf": "30", "g": str(gop)}
+        vs.options = {"preset": preset, "crf": "30", "g": str(gop)}
         aus = container.add_stream("aac", rate=AUDIO_RATE) if audio else None
 
         yy, xx = np.mgrid[0:height, 0:width]

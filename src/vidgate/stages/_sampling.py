@@ -11,7 +11,8 @@ Cost is the point (the checks must cost a small fraction of one full decode):
   have pairs). Where keyframes are further apart than :data:`MAX_KEY_GAP_S`, extra samples
   every :data:`GAP_SPACING_S` fill the gap — those cost decoding the gap up to them, which is
   why a long-GOP file costs more to check than a web-delivery encode with 1–2 s GOPs. Packets
-  no sample needs are demuxed and dropped without being decoded; nothing is seeked.
+  no sample needs are demuxed and dropped without being decoded; nothing is seeked; on the
+  way to a sample, frames no other frame refers to (most B-frames) are skipped by the decoder.
 * **Small grey frames** — the luma plane is read in place and strided down to about
   :data:`SAMPLE_WIDTH` pixels wide (no colour conversion, no scaler), unless the pixel format
   is not 8-bit planar, where PyAV's scaler does it.
@@ -257,6 +258,9 @@ def _sample(path: Path, packets: list[_Packet], out: MediaRead, width: int) -> N
                 i += 1
                 if i not in decode:
                     continue
+                # Frames decoded only to reach a sample need not be decoded when nothing
+                # refers to them (B-frames of most encodes: about half of a long GOP).
+                video.codec_context.skip_frame = "DEFAULT" if i in wanted else "NONREF"
                 _decode_into(pkt, out, want_pts, tb, start, width)
             _decode_into(None, out, want_pts, tb, start, width, codec=video.codec_context)
         except av.FFmpegError:
