@@ -128,3 +128,18 @@ def test_not_a_video_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(FrameError, match="cannot open the video") as e:
         sample_frames(bad)
     assert "\n" not in str(e.value)
+
+
+def test_seeking_gives_the_frames_decoding_through_gives(tmp_path: Path) -> None:
+    import numpy as np
+
+    clip = clip_file(tmp_path / "long.mp4", seconds=8.0)
+    times = [0.3, 2.6, 2.7, 5.1, 7.9, 9.5]  # the last is past the end: the last frame
+    through = sample_frames(clip, times, seek_gap_s=None)
+    seeking = sample_frames(clip, times, seek_gap_s=0.5)
+    assert [f.t for f in seeking] == times
+    for a, b in zip(through, seeking, strict=True):
+        assert np.array_equal(a.rgb, b.rgb), a.t
+    # the frames differ along the clip (the sandbox's content moves)
+    assert not np.array_equal(through[0].rgb, through[3].rgb)
+    assert np.array_equal(through[-1].rgb, sample_frames(clip, [7.99])[0].rgb)
