@@ -22,6 +22,7 @@ TOOLS = {
     "cancel_job",
     "price_workload",
     "plan_story",
+    "story_schema",
     "run_story",
     "get_story",
     "follow_story",
@@ -156,6 +157,9 @@ async def test_an_agent_prices_a_workload_and_plans_and_runs_a_story(
         assert priced["totals"]["usd_per_month"] == pytest.approx(
             priced["totals"]["usd_per_day"] * priced["days_per_month"], abs=0.01
         )
+
+        schema = data(await client.call_tool("story_schema", {}))
+        assert {"title", "shots"} <= set(schema["properties"])
 
         plan = data(await client.call_tool("plan_story", {"story": STORY}))
         assert plan["summary"]["shots"] == 2

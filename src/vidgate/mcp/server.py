@@ -33,7 +33,8 @@ INSTRUCTIONS = (
     "Call route to see which offering would serve a request and what it costs; generate to "
     "submit one (it returns a job id at once); follow to wait for it (progress notifications, "
     "at most 10 minutes a call: call again to keep waiting). For a multi-shot film: plan_story "
-    "with a story file (YAML or JSON), then run_story and follow_story. price_workload prices "
+    "with a story file (YAML or JSON; story_schema gives its JSON Schema), then run_story and "
+    "follow_story. price_workload prices "
     "a traffic mix (WORKLOAD.yaml) on the catalog."
 )
 
@@ -243,6 +244,14 @@ def build_server(tools: VidgateTools) -> VidgateMCP:
             return await tools.plan_story(story)
         except ToolInputError as e:
             raise _fail(e) from None
+
+    @server.tool(annotations=_READ)
+    async def story_schema() -> dict[str, Any]:
+        """The story file's JSON Schema: every field plan_story and run_story accept."""
+        from vidgate.stories.spec import json_schema
+
+        schema: dict[str, Any] = json_schema()
+        return schema
 
     @server.tool(annotations=_SPEND)
     async def run_story(story: StoryText, idempotency_key: IdemKey = None) -> dict[str, Any]:
