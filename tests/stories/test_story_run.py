@@ -17,6 +17,7 @@ import pyloudnorm  # type: ignore[import-untyped]
 import pytest
 
 from tests.conftest import sandbox_settings
+from tests.jobs import conftest as jobs_fixtures
 from tests.stories.story_helpers import probe_video, story_catalog, write_png, write_wav
 from vidgate.gateway import Gateway
 from vidgate.sandbox.app import SandboxServer
@@ -204,6 +205,31 @@ def test_the_film_is_signed_with_every_shot_as_an_ingredient(tmp_path: Path) -> 
         # still the planned film after signing
         film = probe_video(_film_path(gateway, doc))
         assert film.frames == doc.plan.film_frames()
+    finally:
+        gateway.close()
+        sb.stop()
+
+
+pg_url = jobs_fixtures.pg_url
+
+
+def test_a_story_runs_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    cat = story_catalog()
+    sb = SandboxServer(tmp_path / "sandbox", cat, time_scale=0.004).start()
+    gateway = Gateway(sandbox_settings(tmp_path / "home", sb.url, database_url=pg_url), catalog=cat)
+    try:
+        gateway.accounts.ensure_tenant("default", budget_usd=2.0)
+        text = "title: PG\nresolution: 480p\nfps: 12\nshots:\n  - {prompt: a, duration: 12}\n"
+        doc = _run(gateway, text, tmp_path)
+        assert doc.state.value == "succeeded", doc.error
+        assert len(doc.plan.shots[0].segments) == 2
+        assert probe_video(_film_path(gateway, doc)).frames == 12 * 12
+        assert doc.record is not None
+        assert doc.record["matches_ledger"] is True
+        tenant = gateway.accounts.tenant("default")
+        assert tenant is not None
+        assert tenant["reserved_usd"] == pytest.approx(0.0, abs=1e-9)
+        assert tenant["spent_usd"] == pytest.approx(doc.record["ledger_usd"])
     finally:
         gateway.close()
         sb.stop()
