@@ -83,8 +83,17 @@ async def test_streamable_http_lists_routes_generates_and_follows(
         assert bad.is_error
         assert "timeout_s" in bad.content[0].text  # type: ignore[union-attr]
 
+    # a new session (the agent came back): the job is in the store, and an idempotency key
+    # returns the first call's job rather than making another
+    async with Client(url, read_timeout_seconds=180) as client:
+        again = await client.call_tool("get_job", {"job_id": job_id})
+        assert (again.structured_content or {})["state"] == "succeeded"
+        args = {"prompt": "a kite", "resolution": "480p", "idempotency_key": "agent-run-7"}
+        first = (await client.call_tool("generate", args)).structured_content or {}
+        second = (await client.call_tool("generate", args)).structured_content or {}
+        assert first["job_id"] == second["job_id"]
+
     # a story over HTTP may not name local files: only URLs
-    # a URL: the SDK connects with its streamable HTTP client (streamable_http_client)
     async with Client(url, read_timeout_seconds=180) as client:
         story = "title: t\nsoundtrack: /etc/hosts\nshots:\n  - prompt: a boat\n    duration: 2\n"
         res = await client.call_tool("plan_story", {"story": story})
