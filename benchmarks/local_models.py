@@ -136,7 +136,6 @@ def _vidgate(folder: Path, options: dict[str, Any], runs: int) -> dict[str, Any]
 def run(options: Options) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from diffusers.utils import logging as diffusers_logging
-
     from tests.local import tiny
 
     diffusers_logging.disable_progress_bar()  # loading bars would bury the table
