@@ -23,7 +23,7 @@ import httpx
 from vidgate.billing.accounts import Accounts
 from vidgate.catalog.loader import Catalog, load_catalog
 from vidgate.catalog.schema import Offering
-from vidgate.errors import InvalidRequest
+from vidgate.errors import InvalidRequest, NoRoute
 from vidgate.jobs.driver import ProgressFn
 from vidgate.jobs.store import JobStore, request_hash
 from vidgate.jobs.worker import Worker, WorkerConfig
@@ -277,7 +277,13 @@ class Gateway:
     def route(
         self, request: VideoRequest, policy: str = "cheapest", pinned: list[str] | None = None
     ) -> RoutePlan:
-        return self.router().route(request, policy=policy, pinned=pinned)
+        try:
+            return self.router().route(request, policy=policy, pinned=pinned)
+        except NoRoute as e:
+            # every route down right now: a job with a deadline is queued to wait for one
+            from vidgate.jobs.waiting import route_when_down
+
+            return route_when_down(self.router(), request, policy, pinned, e)
 
     def submit(
         self,

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import sandbox_settings
 from vidgate.catalog.loader import load_catalog
+from vidgate.errors import NoRoute
 from vidgate.gateway import Gateway
 from vidgate.providers.local_fleet import ENV, SANDBOX, Fleet
 from vidgate.sandbox.app import SandboxServer
@@ -155,12 +156,12 @@ async def test_api_outage_falls_back_to_self_hosted_billed_once(
 
 
 async def test_every_route_down_waits_then_completes(gw: Gateway, sb: SandboxServer) -> None:
+    job = gw.submit(request(deadline_s=3600), pinned=[SELF])
     # the server's queue is full for the next moment: its 429 says to come back in 0.5 s
     now = datetime.now(UTC).timestamp()
     sb.core.faults = FaultConfig(
         rules=[FaultRule(kind="rate_limit", rate=1.0, retry_after_s=0.5, end=now + 1.0)]
     )
-    job = gw.submit(request(deadline_s=3600), pinned=[SELF])
     seen: list[JobState] = []
     done = await run(gw, job.id, seen)
     assert done.state is JobState.SUCCEEDED, done.error
@@ -185,15 +186,15 @@ async def test_every_route_down_waits_then_completes(gw: Gateway, sb: SandboxSer
 async def test_open_breaker_waits_for_half_open(gw: Gateway, sb: SandboxServer) -> None:
     job = gw.submit(request(deadline_s=3600), pinned=[API, SELF])
     # both routes go down after the job was routed: their breakers open for a moment
-    gw.health.offering(API).force_open(0.6, "test outage")
-    gw.health.offering(SELF).force_open(1.2, "test outage")
+    gw.health.offering(API).force_open(3.0, "test outage")
+    gw.health.offering(SELF).force_open(6.0, "test outage")
     done = await run(gw, job.id)
     assert done.state is JobState.SUCCEEDED, done.error
     [wait] = (done.route or {})["waited"]
     assert set(wait["down"]) == {API, SELF}
     assert "open" in wait["down"][API]
     # it waited for the first breaker to half-open, and took the route that came back
-    assert 0.3 <= wait["seconds"] <= 0.6
+    assert 0 < wait["seconds"] <= 3.0  # the API's breaker, not the later one (6 s)
     assert [a.offering_id for a in done.attempts] == [API]
 
 
@@ -222,3 +223,19 @@ async def test_without_a_deadline_a_down_route_fails_as_before(gw: Gateway) -> N
     done = await run(gw, job.id)
     assert done.state is JobState.FAILED
     assert "waited" not in (done.route or {})
+
+
+async def test_every_route_down_at_submit_is_queued_within_a_deadline(gw: Gateway) -> None:
+    gw.router()  # loaded first (catalog, servers): the outage below starts now
+    gw.health.offering(API).force_open(1.5, "test outage")
+    gw.health.offering(SELF).force_open(1.5, "test outage")
+    # no deadline, no bound to wait within: refused as before
+    with pytest.raises(NoRoute):
+        gw.submit(request(), pinned=[API, SELF])
+    job = gw.submit(request(deadline_s=3600), pinned=[API, SELF])
+    assert job.state is JobState.QUEUED
+    done = await run(gw, job.id)
+    assert done.state is JobState.SUCCEEDED, done.error
+    [wait] = (done.route or {})["waited"]
+    assert set(wait["down"]) == {API, SELF}
+    assert done.attempts[-1].offering_id == API  # the first ranked, back first

@@ -8,7 +8,8 @@ a backoff honouring the server's Retry-After), then routes again. Offerings that
 good (a failed generation, a final error) stay out; what was refused at create may be sent
 again after the wait, since a refused create ran nothing and bills nothing (design.md §6: it
 is not a retried create, which is what a *sent* create would be). A job without a deadline
-fails as before: there is no bound to wait within.
+fails as before: there is no bound to wait within. The same holds at submit: a request with
+a deadline whose every route is down *now* is still accepted (:func:`route_when_down`).
 
 Each wait is recorded on the job (``job.route["waited"]``): when, for how long, why (every
 down offering and its reason) and how many attempts came before it. That count is what makes
@@ -17,12 +18,14 @@ refused offerings eligible again after the wait (:func:`tried`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from vidgate.errors import NoRoute
 from vidgate.routing.health import Health
-from vidgate.types import Attempt, AttemptState, Job, JobState
+from vidgate.routing.router import RoutePlan, Router
+from vidgate.types import Attempt, AttemptState, Job, JobState, VideoRequest
 
 #: a create refused with one of these ran nothing on the provider's side
 REFUSED_CODES = frozenset({"rate_limited", "provider_unavailable", "provider_timeout"})
@@ -141,3 +144,22 @@ def record(job: Job, wait: Wait, now: datetime) -> None:
     )
     job.route = route
     job.state = JobState.QUEUED
+
+
+def route_when_down(
+    router: Router,
+    request: VideoRequest,
+    policy: str,
+    pinned: list[str] | None,
+    error: NoRoute,
+) -> RoutePlan:
+    """At submit, when live state alone (open breakers, full rate windows) leaves no route:
+    for a request with a deadline, the plan the router makes without live state, so the job
+    is stored ``queued`` and waits for a route to come back. Raises ``error`` otherwise."""
+    if request.constraints.deadline is None or not router.watches_health():
+        raise error
+    calm = Router(replace(router.env, health=None, headroom=None))
+    try:
+        return calm.route(request, policy=policy, pinned=pinned)
+    except NoRoute:
+        raise error from None
