@@ -3,6 +3,8 @@ the server is a real process (``python -m vidgate mcp``) spawned by the SDK's st
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import av
 import pytest
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, TextContent
+from PIL import Image
 
 from mcp import Client
 from tests.mcp.conftest import ROOT, server_env
@@ -126,6 +129,8 @@ BAD_INPUT: list[tuple[str, dict[str, Any], str]] = [
     ("route", {"prompt": "fox", "policy": "random"}, "policy 'random'"),
     ("generate", {"prompt": "fox", "quality": "stellar"}, "quality 'stellar'"),
     ("generate", {"prompt": "fox", "image_url": "/etc/passwd"}, "image_url"),
+    ("generate", {"prompt": "fox", "image_url": "http://127.0.0.1/a.png"}, "is not allowed"),
+    ("route", {"prompt": "fox", "image_url": "data:image/png;base64,aGVsbG8="}, "image_url"),
     ("generate", {"prompt": "fox", "offerings": ["no-such-offering"]}, "no-such-offering"),
     ("get_job", {"job_id": "job_missing"}, "job_missing"),
     ("follow", {"job_id": "job_missing", "timeout_s": 0}, "timeout_s"),
@@ -145,6 +150,12 @@ async def test_bad_tool_input_is_a_one_line_tool_error_and_the_server_lives_on(
             assert words in line, (tool, args, line)
         # the same server still answers, and nothing was submitted
         assert data(await client.call_tool("route", {"prompt": "fox"}))["feasible"] >= 1
+        # a real image inline is taken (its bytes decide its type, not the label)
+        png = io.BytesIO()
+        Image.new("RGB", (64, 36), (200, 80, 20)).save(png, "PNG")
+        url = "data:text/plain;base64," + base64.b64encode(png.getvalue()).decode()
+        routed = data(await client.call_tool("route", {"prompt": "fox", "image_url": url}))
+        assert routed["feasible"] >= 1
 
 
 async def test_an_agent_prices_a_workload_and_plans_and_runs_a_story(

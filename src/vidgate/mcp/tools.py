@@ -75,9 +75,9 @@ def build_request(
         raise ToolInputError(f"quality {quality!r}: use draft, standard or premium")
     references = []
     if image_url is not None:
-        if not image_url.startswith(("https://", "http://", "data:image/")):
+        if not image_url.startswith(("https://", "http://", "data:")):
             raise ToolInputError(
-                f"image_url {image_url[:60]!r}: give an http(s) URL or a data:image/... URL"
+                f"image_url {image_url[:60]!r}: give an http(s) URL or a data: URL of the image"
             )
         references.append(
             Reference(role=ReferenceRole.FIRST_FRAME, kind=ReferenceKind.IMAGE, url=image_url)
@@ -139,6 +139,40 @@ def job_view(gw: Gateway, job: Job) -> dict[str, Any]:
     return out
 
 
+#: the largest inline (data:) image reference, as on the REST API
+MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+
+
+async def vet_references(gw: Gateway, request: VideoRequest) -> VideoRequest:
+    """The REST API's reference rules, before anything is routed or held: a data: image is
+    opened by its bytes (and relabelled with the type they show); an http(s) URL must not
+    name an internal address (a provider would fetch it, but it can only be a mistake or a
+    probe)."""
+    from vidgate.net.ssrf import resolve_checked
+    from vidgate.server import images
+    from vidgate.server.errors import ApiError
+
+    refs = []
+    for ref in request.references:
+        if ref.url.startswith("data:"):
+            if len(ref.url) > MAX_REFERENCE_BYTES * 4 // 3 + 100:
+                raise ToolInputError(f"image_url: inline image is over {MAX_REFERENCE_BYTES} bytes")
+            try:
+                url = await asyncio.to_thread(images.checked_data_url, ref.url, "image_url")
+            except ApiError as e:
+                raise ToolInputError(one_line(e)) from None
+            refs.append(ref.model_copy(update={"url": url}))
+            continue
+        try:
+            await resolve_checked(ref.url, allow_hosts=gw.settings.allow_hosts())
+        except VidgateError as e:
+            raise ToolInputError(
+                f"image_url {ref.url[:80]!r} is not allowed: {one_line(e)}"
+            ) from None
+        refs.append(ref)
+    return request.model_copy(update={"references": refs})
+
+
 class VidgateTools:
     """The tools, bound to one gateway. ``story_dir``: where a story's relative file names
     resolve (the working directory for a local stdio agent; None over HTTP, where a story may
@@ -160,6 +194,7 @@ class VidgateTools:
     async def route(
         self, request: VideoRequest, policy: str, offerings: list[str] | None
     ) -> dict[str, Any]:
+        request = await vet_references(self.gw, request)
         plan = await self._call(self.gw.route, request, _policy(policy), offerings or None)
         out: dict[str, Any] = plan.explain(runners_up=min(9, len(plan.ranked)))
         out["sandbox"] = self.gw.sandbox
@@ -172,6 +207,7 @@ class VidgateTools:
         offerings: list[str] | None,
         idempotency_key: str | None,
     ) -> dict[str, Any]:
+        request = await vet_references(self.gw, request)
         job = await self._call(
             self.gw.submit,
             request,
