@@ -243,6 +243,20 @@ class PolicyWeights(_Input):
 
 
 GateAction = Literal["regenerate", "fallback", "deliver_flagged", "fail"]
+#: the technical checks a gate may name (vidgate.stages.checks measures them)
+TECHNICAL_CHECKS = (
+    "duration",
+    "resolution",
+    "aspect",
+    "fps",
+    "audio_present",
+    "audio_silence",
+    "black_frames",
+    "frozen",
+    "flicker",
+    "decode",
+    "hard_cuts",
+)
 
 
 class QualityGate(_Input):
@@ -263,6 +277,16 @@ class QualityGate(_Input):
     on_fail: GateAction = "deliver_flagged"
     #: extra generations the gate may start for this job (each budgeted and counted)
     max_extra_attempts: Annotated[int, Field(ge=0, le=5)] = 2
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, v: list[str] | None) -> list[str] | None:
+        unknown = [c for c in v or [] if c not in TECHNICAL_CHECKS]
+        if unknown:
+            raise ValueError(
+                f"unknown check(s) {', '.join(unknown)}; use any of {', '.join(TECHNICAL_CHECKS)}"
+            )
+        return v
 
 
 class VideoRequest(_Input):

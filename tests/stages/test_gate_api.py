@@ -16,6 +16,14 @@ def test_flagged_verdict_in_native_job_and_openai_metadata(make_server: ServerFa
     with server.client(tenant) as c:
         plan = c.post("/v1/route", json={"request": {"prompt": "x", "duration_s": 5}}).json()
     first = plan["ranked"][0]["offering"]
+    # a gate naming a check that does not exist is refused at the door
+    with server.client(tenant) as c:
+        bad = c.post(
+            "/v1/jobs",
+            json={"request": {"prompt": "x", "quality": {"checks": ["sharpness"]}}},
+        )
+    assert bad.status_code == 422, bad.text
+    assert "unknown check(s) sharpness" in bad.text
     rule = {"kind": "frozen", "rate": 1.0, "offering": first}
     assert httpx.put(gw.sandbox_url() + "/sandbox/faults", json={"rules": [rule]}).is_success
 

@@ -20,7 +20,7 @@ from scenedetect.detectors import HistogramDetector  # type: ignore[import-untyp
 
 from vidgate.stages._sampling import MediaRead, NotAVideo, Sample, read
 from vidgate.stages.base import CheckResult, Stage, StageContext, StageResult, now, register
-from vidgate.types import AudioMode, Job, Resolution, VideoRequest, parse_aspect
+from vidgate.types import TECHNICAL_CHECKS, AudioMode, Job, Resolution, VideoRequest, parse_aspect
 
 
 @dataclass(frozen=True)
@@ -112,19 +112,8 @@ THRESHOLDS: dict[str, Threshold] = {
 #: luma histogram bins for cut detection (coarse: robust to motion, not to a new shot)
 HIST_BINS = 16
 
-CHECKS = (
-    "duration",
-    "resolution",
-    "aspect",
-    "fps",
-    "audio_present",
-    "audio_silence",
-    "black_frames",
-    "frozen",
-    "flicker",
-    "decode",
-    "hard_cuts",
-)
+#: every check, in the order they are reported
+CHECKS = TECHNICAL_CHECKS
 
 
 @dataclass(frozen=True)
