@@ -25,6 +25,10 @@ def main() -> None:
                 state = "needs a local GPU adapter (self-hosted, disabled)"
             elif o.available_until and today > o.available_until:
                 state = f"retired by provider ({o.available_until})"
+            elif (o.adapter_options or {}).get("unavailable"):
+                state = f"unavailable: {o.adapter_options['unavailable']}"
+            elif o.protocol == "local-diffusers":
+                state = "enabled when a `vidgate model serve` server has it (sandbox-verified)"
             elif not o.enabled:
                 state = "disabled (see catalog note)"
             else:
