@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import sandbox_settings
-from tests.stories.story_helpers import story_catalog
+from tests.stories.story_helpers import HERE, story_catalog
+from vidgate.catalog.loader import catalog_from_yaml
 from vidgate.gateway import Gateway
 from vidgate.sandbox.app import SandboxServer
 from vidgate.stories.driver import StoryDriver, run_story, story_store, submit_story
@@ -86,3 +88,40 @@ def test_a_child_made_before_a_crash_is_found_again_not_made_twice(
     made = [j for j in gateway.store.list(limit=50) if j.parent_id == doc.id]
     assert sorted(j.id for j in made) == sorted(doc.children.values())
     assert sb.core.store.stats()["creates"] == 2
+
+
+def test_a_shot_dearer_than_the_budget_left_fails_the_story_and_stops_the_others(
+    tmp_path: Path,
+) -> None:
+    # planned and held at one price; run after the price doubled (a story resumed after a
+    # catalog update): the second shot no longer fits the tenant's budget
+    cheap = story_catalog()
+    raw = yaml.safe_load((HERE / "story_catalog.yaml").read_text())
+    for o in raw["offerings"]:
+        for rule in o["price"]:
+            rule["usd"] = rule["usd"] * 2
+    dear = catalog_from_yaml(yaml.safe_dump(raw), "dear")
+    sb = SandboxServer(tmp_path / "sandbox", dear, time_scale=2.0).start()  # slow shots
+    first = Gateway(sandbox_settings(tmp_path / "home", sb.url), catalog=cheap)
+    loaded = load_story(TWO % ("one", "two"))
+    plan, _ = plan_story(loaded, first.router(), first.catalog)
+    first.accounts.ensure_tenant("default", budget_usd=plan.cost_usd)
+    doc, _ = submit_story(first, loaded, plan)
+    first.close()
+
+    gateway = Gateway(sandbox_settings(tmp_path / "home", sb.url), catalog=dear)
+    try:
+        doc = asyncio.run(run_story(gateway, doc.id, timeout_s=60))
+        assert doc.state.value == "failed"
+        assert doc.error is not None
+        assert doc.error["code"] == "budget_exceeded"
+        # the shot already started is stopped, not left to bill for a film never made
+        [started] = doc.children.values()
+        job = asyncio.run(gateway.run(started))  # a worker acts on the cancel flag
+        assert job.state.value == "canceled"
+        tenant = gateway.accounts.tenant("default")
+        assert tenant is not None
+        assert tenant["reserved_usd"] == pytest.approx(0.0, abs=1e-9)
+    finally:
+        gateway.close()
+        sb.stop()

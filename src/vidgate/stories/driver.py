@@ -586,15 +586,27 @@ class StoryLoop:
                 n = self.errors[claim.doc.id] = self.errors.get(claim.doc.id, 0) + 1
                 if n >= 3:
                     await self._fail(claim, {"code": "driver_error", "message": str(e)[:2000]})
+                elif claim.owner:
+                    # try again soon from the stored story, not after the lease runs out
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(self.driver.stories.hand_back, claim)
         return len(claims)
 
     async def _fail(self, claim: StoryClaim, error: dict[str, Any]) -> None:
-        fresh = await asyncio.to_thread(
-            self.driver.stories.claim, self.owner, story_id=claim.doc.id
-        )
+        stories = self.driver.stories
+        if claim.owner:
+            # the step that raised still holds the lease: start again from what is stored
+            await asyncio.to_thread(stories.hand_back, claim, retry_in_s=0.0)
+        fresh = await asyncio.to_thread(stories.claim, self.owner, story_id=claim.doc.id)
         if not fresh:
             return
         c = fresh[0]
+        # shots still running would go on billing for a film that will not be made
+        for jid in c.doc.children.values():
+            with contextlib.suppress(VidgateError):
+                job = await asyncio.to_thread(self.gw.store.get, jid)
+                if not job.state.terminal:
+                    await asyncio.to_thread(self.gw.store.request_cancel, jid)
         c.doc.error = error
         c.doc.state = StoryState.FAILED
         c.doc.finished_at = _now()

@@ -252,6 +252,27 @@ class StoryStore:
             claim.owner = ""
         return doc
 
+    def hand_back(self, claim: StoryClaim, *, retry_in_s: float = 1.0) -> bool:
+        """Release a claim without writing the story (a step that raised): due again soon,
+        from what is stored. False when the lease was already gone."""
+        s = db.stories
+        with self._tx() as conn:
+            res = conn.execute(
+                update(s)
+                .where(
+                    s.c.id == claim.doc.id,
+                    s.c.fence == claim.fence,
+                    s.c.lease_owner == claim.owner,
+                )
+                .values(
+                    lease_owner=None,
+                    lease_until=None,
+                    next_run_at=_now() + timedelta(seconds=retry_in_s),
+                )
+            )
+        claim.owner = ""
+        return bool(res.rowcount)
+
     def request_cancel(self, story_id: str, tenant: str | None = None) -> StoryDoc:
         s = db.stories
         cond = [s.c.id == story_id]
