@@ -150,3 +150,19 @@ def test_engine_hooks_follow_the_gate_in_force() -> None:
     want = _judge.estimate_cost("gemini-2.5-flash", 5.0, "a fox", 1024)
     assert stage.estimate_cost_usd(job, QualityGate(judge=True)) == want
     assert want > 0
+
+
+def test_a_clip_over_the_inline_limit_is_not_sent(
+    sb: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip = clip_file(tmp_path / "ok.mp4")
+    size = clip.stat().st_size
+    before = judge_calls(sb)
+    monkeypatch.setattr(_judge, "INLINE_LIMIT_BYTES", size - 1)
+    r = judge("a fox", clip, tmp_path, sb)
+    assert r.verdict == "skipped"
+    assert "inline" in (r.checks[0].detail or "")
+    assert judge_calls(sb) == before
+    monkeypatch.setattr(_judge, "INLINE_LIMIT_BYTES", size)  # at the limit: sent
+    assert judge("a fox", clip, tmp_path, sb).verdict == "pass"
+    assert judge_calls(sb) == before + 1

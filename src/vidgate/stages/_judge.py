@@ -29,8 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 CRITERIA = ("prompt_adherence", "artifacts", "physics", "text")
 GOOGLE_BASE = "https://generativelanguage.googleapis.com"
-#: what the API takes in one request; base64 inflates by 4/3, leaving room for the prompt
-INLINE_LIMIT_BYTES = 14 * 1024 * 1024
+#: the largest clip sent inline: the API takes 20 MB per request and base64 inflates by 4/3
+#: (14 MB → 18.7 MB), leaving room for the instruction and the JSON around it
+INLINE_LIMIT_BYTES = 14_000_000
 _PROMPT_TOKENS_FIXED = 400  # the instruction and schema, rounded up
 _PRICES = Path(__file__).with_name("judge_prices.yaml")
 

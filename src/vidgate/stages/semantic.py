@@ -232,8 +232,8 @@ class SemanticStage(Stage):
         size = ctx.path.stat().st_size
         if size > _judge.INLINE_LIMIT_BYTES:
             return (
-                f"the clip is {size / 2**20:.1f} MiB; the judge sends clips up to "
-                f"{_judge.INLINE_LIMIT_BYTES / 2**20:.0f} MiB inline"
+                f"the clip is {size / 1e6:.1f} MB; the judge sends clips up to "
+                f"{_judge.INLINE_LIMIT_BYTES / 1e6:.0f} MB inline (the Files API is not used)"
             )
         return None
 
