@@ -241,11 +241,13 @@ async def test_a_killed_server_loses_nothing_and_a_restarted_one_is_waited_for(
         victim.kill()
         done = await task
         assert done.state is JobState.SUCCEEDED, done.error
-        lost, served = done.attempts
+        lost, *resent, served = done.attempts
         assert (lost.offering_id, lost.state) == (SELF, AttemptState.FAILED)
         assert lost.error is not None
         assert lost.error["retryable"]
         assert lost.cost_usd == 0.0
+        # sent once more (another server might have had the model): refused, nothing ran
+        assert [(a.offering_id, a.provider_job) for a in resent] == [(SELF, None)]
         assert served.offering_id == API
         charges = [r for r in gw.store.ledger(job_id=job.id) if r["kind"] == "charge"]
         assert [r["offering_id"] for r in charges] == [API]

@@ -5,6 +5,7 @@ waits in ``queued`` and completes when a route comes back before its deadline, o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -239,3 +240,38 @@ async def test_every_route_down_at_submit_is_queued_within_a_deadline(gw: Gatewa
     [wait] = (done.route or {})["waited"]
     assert set(wait["down"]) == {API, SELF}
     assert done.attempts[-1].offering_id == API  # the first ranked, back first
+
+
+async def test_a_job_lost_with_its_server_is_sent_once_more_to_another(tmp_path: Path) -> None:
+    Fleet.forget()
+    first = SandboxServer(tmp_path / "a", CATALOG, time_scale=0.02).start()
+    second = SandboxServer(tmp_path / "b", CATALOG, time_scale=0.02).start()
+    servers = f"{first.url}/local-diffusers,{second.url}/local-diffusers"
+    g = Gateway(
+        sandbox_settings(tmp_path / "home", second.url),
+        credentials=Credentials({ENV: servers}, sandbox=True),
+    )
+    try:
+        job = g.submit(request(), pinned=[SELF])  # no deadline: this is not waiting
+        task = asyncio.create_task(g.run(job.id))
+        for _ in range(300):
+            if first.core.store.stats()["creates"]:
+                break
+            await asyncio.sleep(0.05)
+        first.stop()  # the server goes, and its job with it
+        done = await task
+        assert done.state is JobState.SUCCEEDED, done.error
+        gone, again = done.attempts
+        assert (gone.offering_id, gone.state, gone.cost_usd) == (SELF, AttemptState.FAILED, 0.0)
+        assert gone.error is not None
+        assert gone.error["details"]["resend_safe"] is True
+        assert again.offering_id == SELF
+        assert again.provider_job is not None
+        assert again.provider_job["base_url"] == f"{second.url}/local-diffusers/v1"
+        charges = [r for r in g.store.ledger(job_id=job.id) if r["kind"] == "charge"]
+        assert len(charges) == 1
+    finally:
+        await g.aclose()
+        g.close()
+        second.stop()
+        first.stop()

@@ -56,15 +56,31 @@ def floor(job: Job) -> int:
     return int(waits[-1]["after_attempt"]) if waits else 0
 
 
+def lost(a: Attempt) -> bool:
+    """A job that went with its server (the adapter says ``resend_safe``: a self-hosted
+    server that restarted or is gone keeps no job and bills nothing), charged nothing."""
+    details = (a.error or {}).get("details") or {}
+    return a.state is AttemptState.FAILED and details.get("resend_safe") is True and not a.cost_usd
+
+
 def tried(job: Job) -> set[str]:
     """Offerings the router's chain must not take again: every attempted one, except one an
-    operator declared never landed, and one whose create was refused before the last wait."""
+    operator declared never landed, one whose create was refused before the last wait, and
+    one whose job was lost with its server once (sent again once: another server may serve
+    it; a second loss keeps it out, so a server that dies on every job cannot loop)."""
     last = floor(job)
-    return {
-        a.offering_id
-        for a in job.attempts
-        if not (a.error or {}).get("operator_resubmit") and (a.n > last or not refused(a))
-    }
+    out: set[str] = set()
+    losses: dict[str, int] = {}
+    for a in job.attempts:
+        if (a.error or {}).get("operator_resubmit"):
+            continue
+        if lost(a):
+            losses[a.offering_id] = losses.get(a.offering_id, 0) + 1
+            if losses[a.offering_id] > 1:
+                out.add(a.offering_id)
+        elif a.n > last or not refused(a):
+            out.add(a.offering_id)
+    return out
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,9 @@ STATUS: dict[str, RemoteState] = {
     "cancelled": RemoteState.CANCELED,
 }
 _MODES = {Mode.TEXT_TO_VIDEO: "text_to_video", Mode.IMAGE_TO_VIDEO: "image_to_video"}
+#: marks an attempt whose remote job cannot exist any more (its server's process is gone), so
+#: the job may send the same offering again once (jobs/waiting.py ``lost``)
+_RESEND = {"resend_safe": True}
 
 
 def failure(code: str | None, message: str, server: str) -> VidgateError:
@@ -198,9 +201,19 @@ class LocalDiffusers(Provider):
         )
 
     async def poll(self, job: ProviderJob) -> RemoteStatus:
-        resp = await send(
-            self.client, "GET", f"{job.base_url}/videos/{job.remote_id}", provider=self.protocol
-        )
+        try:
+            resp = await send(
+                self.client,
+                "GET",
+                f"{job.base_url}/videos/{job.remote_id}",
+                provider=self.protocol,
+            )
+        except ProviderUnavailable as down:
+            if isinstance(down.__cause__, httpx.ConnectError):
+                # Nothing listens: if this outlasts the driver's patience, the job is gone
+                # with the process, and sending it again (to a server that answers) is safe.
+                down.details.update({"code": "unreachable", "server": job.base_url, **_RESEND})
+            raise
         if resp.status_code == 404:
             # The server keeps its jobs in its process: one that answers without this job
             # was restarted, and the job went with it (nothing ran to the end, nothing bills).
@@ -211,7 +224,7 @@ class LocalDiffusers(Provider):
                     f"{job.base_url} no longer has job {job.remote_id} (the server restarted)",
                     provider=self.protocol,
                     status_code=404,
-                    details={"code": "lost", "server": job.base_url},
+                    details={"code": "lost", "server": job.base_url, **_RESEND},
                 ),
             )
         if resp.status_code >= 400:
