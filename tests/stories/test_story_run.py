@@ -9,12 +9,14 @@ assembled by PyAV and decoded here by PyAV.
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyloudnorm  # type: ignore[import-untyped]
 import pytest
+import yaml
 
 from tests.conftest import sandbox_settings
 from tests.jobs import conftest as jobs_fixtures
@@ -82,6 +84,7 @@ def test_six_shot_film_with_two_characters_and_a_soundtrack(
     write_png(tmp_path / "owl.png", (120, 120, 120))
     write_wav(tmp_path / "theme.wav", 20.0)
     doc = _run(gateway, SIX_SHOTS, tmp_path, budget=10.0)
+    loaded_shots = yaml.safe_load(SIX_SHOTS)["shots"]
     assert doc.state.value == "succeeded", doc.error
     plan = doc.plan
     # one offering for every shot, the characters' references and the story's seed with it
@@ -90,6 +93,17 @@ def test_six_shot_film_with_two_characters_and_a_soundtrack(
     assert "subject:Fox" in plan.shots[2].references
     assert "subject:Owl" in plan.shots[2].references
     assert sb.core.store.stats()["creates"] == 6
+    # each shot's job carries its characters' images as subject references, and the seed
+    fox = (tmp_path / "fox.png").read_bytes()
+    for key, jid in doc.children.items():
+        job = gateway.store.get(jid)
+        shot = loaded_shots[int(key.split(".")[0])]
+        subjects = [r.url for r in job.request.references if r.role.value == "subject"]
+        assert len(subjects) == len(shot["characters"])
+        assert ("Fox" in shot["characters"]) == any(
+            base64.b64decode(u.split(",", 1)[1]) == fox for u in subjects
+        )
+        assert job.request.seed == plan.seed
     assert plan.film_s >= 45
 
     film = probe_video(_film_path(gateway, doc))
