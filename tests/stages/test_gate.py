@@ -384,3 +384,63 @@ def test_killed_in_a_stage_resumes_there(tmp_path: Path, monkeypatch: pytest.Mon
     finally:
         gw.close()
         sb.stop()
+
+
+# -- what a stage costs -----------------------------------------------------------------
+
+
+class PaidStage(Stage):
+    """A stage that calls a paid service (as the VLM judge does)."""
+
+    name = "paid"
+    price: ClassVar[float] = 0.1
+
+    def estimate_cost_usd(self, job: Job, gate: object) -> float:
+        return self.price
+
+    async def run(self, ctx: StageContext) -> StageResult:
+        t = now()
+        return StageResult(
+            stage=self.name,
+            asset_id=ctx.asset.id,
+            verdict="pass",
+            score=9.0,
+            cost_usd=self.price,
+            started_at=t,
+            finished_at=t,
+        )
+
+
+@pytest.mark.parametrize(("budget", "runs"), [(1.0, True), (0.3, False)])
+async def test_stage_cost_is_budgeted_and_booked(gw: Gateway, budget: float, runs: bool) -> None:
+    gw.accounts.ensure_tenant("payer", budget_usd=budget)
+    job = gw.submit(request("judged"), pinned=[BAD], tenant="payer")
+    w = gw.worker(WorkerConfig(deliver_webhooks=False))
+    w.driver._post = PostProcessor([ChecksStage(), PaidStage()], settings=gw.settings)
+    try:
+        await w.run(until_idle=True)
+    finally:
+        await gw.aclose()
+    job = gw.store.get(job.id)
+    assert job.state is JobState.SUCCEEDED
+    clip = job.attempts[0].cost_usd or 0.0
+    rows = gw.store.ledger(job_id=job.id)
+    stage_rows = [r for r in rows if r["offering_id"] == "stage:paid"]
+    account = gw.accounts.tenant("payer")
+    assert account is not None
+    spent = account["spent_usd"]
+    if runs:
+        assert job.stages["paid"]["verdict"] == "pass"
+        [row] = stage_rows
+        assert row["amount_usd"] == pytest.approx(PaidStage.price)
+        assert row["attempt_n"] >= STAGE_ROW_BASE
+        assert job.cost_usd == pytest.approx(clip + PaidStage.price)
+        assert spent == pytest.approx(clip + PaidStage.price)
+    else:
+        # the clip holds $0.25 of a $0.30 budget: the $0.10 call cannot be covered
+        assert job.stages["paid"]["verdict"] == "skipped"
+        assert "budget" in job.stages["paid"]["data"]["reason"]
+        assert stage_rows == []
+        assert job.cost_usd == pytest.approx(clip)
+        assert spent == pytest.approx(clip)
+    assert account["reserved_usd"] == pytest.approx(0.0)

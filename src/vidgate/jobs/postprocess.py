@@ -340,11 +340,13 @@ def _skipped(stage: Stage, video: Asset, why: str) -> StageResult:
 
 
 def committed(job: Job) -> float:
-    """What the job has spent or may still be billed: attempts (pending ones at their
-    estimate) and stage costs."""
+    """What the job has spent or may still be billed: attempts (pending ones, and the clip
+    being post-processed, whose bill is settled on delivery, at their estimate) and stage
+    costs."""
+    open_states = (AttemptState.AMBIGUOUS, AttemptState.ABANDONED, AttemptState.SUCCEEDED)
     spent = sum(
         a.estimated_cost_usd
-        if a.cost_usd is None and a.state in (AttemptState.AMBIGUOUS, AttemptState.ABANDONED)
+        if a.cost_usd is None and a.state in open_states
         else a.cost_usd or 0.0
         for a in job.attempts
     )
