@@ -13,7 +13,11 @@ import pytest
 
 
 def vidgate(
-    *args: str, home: Path, sandbox: bool = True, timeout: float = 120
+    *args: str,
+    home: Path,
+    sandbox: bool = True,
+    timeout: float = 120,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDGATE_")}
     env.update(
@@ -27,6 +31,7 @@ def vidgate(
     )
     if sandbox:
         env["VIDGATE_SANDBOX"] = "1"
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, "-m", "vidgate", *args],
         env=env,
@@ -170,3 +175,70 @@ def test_models_table_and_show(tmp_path: Path) -> None:
     data = json.loads(proc.stdout)
     assert data["model"]["id"] == "sora-2"
     assert all(o["available_until"] == "2026-09-24" for o in data["offerings"])
+
+
+def test_generate_quality_gate_falls_back_from_a_defective_offering(tmp_path: Path) -> None:
+    """`--on-fail fallback`: the sandbox blacks out every clip of the cheapest offering; the
+    gate rejects it (still billed: the provider made it) and the next offering delivers."""
+    import socket
+    import time
+
+    import httpx
+
+    home = tmp_path / "h"
+    first = json.loads(vidgate("route", "a fox", "--duration", "5", "--json", home=home).stdout)[
+        "chosen"
+    ]["offering"]
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps({"rules": [{"kind": "black", "rate": 1.0, "offering": first}]}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDGATE_")}
+    env.update({"VIDGATE_HOME": str(tmp_path / "sb"), "VIDGATE_SANDBOX_TIME_SCALE": "0.003"})
+    argv = [sys.executable, "-m", "vidgate", "sandbox", "serve", "--port", str(port)]
+    sandbox = subprocess.Popen(
+        [*argv, "--faults", str(faults)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        out = tmp_path / "gated.mp4"
+        proc = vidgate(
+            "generate", "a fox", "--duration", "5", "--on-fail", "fallback", "-o", str(out),
+            home=home, extra_env={"VIDGATE_SANDBOX_URL": url},
+        )  # fmt: skip
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["offering"] != first
+    history = report["quality"]["history"]
+    assert [h["verdict"] for h in history] == ["fail", "pass"]
+    assert history[0]["offering"] == first
+    assert "checks.black_frames" in history[0]["failed"]
+    assert report["stages"]["checks"]["verdict"] == "pass"
+    # both clips were made, so both are billed
+    assert report["cost_usd"] == pytest.approx(
+        sum(a["cost_usd"] for a in report["attempts"]), abs=1e-9
+    )
+    assert len(report["attempts"]) == 2
+    assert report["attempts"][0]["cost_usd"] > 0
+    assert "checks pass" in proc.stdout
+
+
+def test_generate_quality_gate_bad_action_is_one_line(tmp_path: Path) -> None:
+    proc = vidgate("generate", "a fox", "--on-fail", "retry", "-o", str(tmp_path / "x.mp4"),
+                   home=tmp_path / "h")  # fmt: skip
+    assert_one_line_error(proc, "--on-fail 'retry'", "regenerate", "deliver_flagged")
+    proc = vidgate("submit", "a fox", "--min-score", "11", home=tmp_path / "h")
+    assert_one_line_error(proc, "--min-score")

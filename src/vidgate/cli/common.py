@@ -6,6 +6,7 @@ import base64
 import json
 import mimetypes
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -19,6 +20,7 @@ from vidgate.settings import Settings
 from vidgate.types import (
     AudioMode,
     Constraints,
+    GateAction,
     Mode,
     QualityTier,
     Reference,
@@ -28,6 +30,8 @@ from vidgate.types import (
 )
 
 console = Console()
+#: the quality gate's actions, as the request model spells them
+GATE_ACTIONS: tuple[str, ...] = typing.get_args(GateAction)
 err_console = Console(stderr=True)
 
 MAX_LOCAL_REFERENCE_BYTES = 20 * 1024 * 1024  # the OpenAI digest's limit for image_url strings
@@ -98,6 +102,21 @@ OfferingOpt = Annotated[
 ]
 Image = Annotated[str | None, typer.Option("--image", help="First-frame image: a path or URL.")]
 Negative = Annotated[str | None, typer.Option("--negative", help="Negative prompt.")]
+OnFail = Annotated[
+    str | None,
+    typer.Option(
+        "--on-fail",
+        help="Quality gate: what to do with a clip that fails its checks: regenerate, "
+        "fallback, deliver_flagged or fail (docs/quality.md).",
+    ),
+]
+MinScore = Annotated[
+    float | None,
+    typer.Option("--min-score", help="Quality gate: the lowest acceptable score, 0-10."),
+]
+Judge = Annotated[
+    bool, typer.Option("--judge", help="Quality gate: a VLM judge scores the clip (billed).")
+]
 Seed = Annotated[int | None, typer.Option("--seed", help="Seed, where the model takes one.")]
 SandboxOpt = Annotated[
     bool,
@@ -122,6 +141,9 @@ def build_request(
     image: str | None,
     negative: str | None,
     seed: int | None,
+    on_fail: str | None = None,
+    min_score: float | None = None,
+    judge: bool = False,
 ) -> VideoRequest:
     references = []
     mode = Mode.TEXT_TO_VIDEO
@@ -134,6 +156,13 @@ def build_request(
         mode = Mode.IMAGE_TO_VIDEO
     if quality is not None and quality not in {q.value for q in QualityTier}:
         raise InvalidRequest(f"--quality {quality!r}: use draft, standard or premium")
+    gate: dict[str, Any] | None = None
+    if on_fail is not None or min_score is not None or judge:
+        if on_fail is not None and on_fail not in GATE_ACTIONS:
+            raise InvalidRequest(f"--on-fail {on_fail!r}: use {', '.join(GATE_ACTIONS)}")
+        gate = {"min_score": min_score, "judge": judge}
+        if on_fail is not None:
+            gate["on_fail"] = on_fail
     try:
         return VideoRequest(
             prompt=prompt,
@@ -147,6 +176,7 @@ def build_request(
             seed=seed,
             references=references,
             quality=QualityTier(quality) if quality else None,
+            quality_gate=gate,
             constraints=Constraints(max_cost_usd=max_cost, max_latency_s=max_latency),
         )
     except ValidationError as e:
@@ -163,6 +193,8 @@ _FLAG_NAMES = {
     "seed": "--seed",
     "prompt": "PROMPT",
     "negative_prompt": "--negative",
+    "min_score": "--min-score",
+    "on_fail": "--on-fail",
 }
 
 

@@ -19,10 +19,13 @@ from vidgate.cli.common import (
     Fps,
     Image,
     JsonOpt,
+    Judge,
     MaxCost,
     MaxLatency,
+    MinScore,
     Negative,
     OfferingOpt,
+    OnFail,
     Policy,
     Quality,
     ResolutionOpt,
@@ -149,6 +152,9 @@ def generate(
     image: Image = None,
     negative: Negative = None,
     seed: Seed = None,
+    on_fail: OnFail = None,
+    min_score: MinScore = None,
+    judge: Judge = False,
     sandbox: SandboxOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -170,6 +176,9 @@ def generate(
         image=image,
         negative=negative,
         seed=seed,
+        on_fail=on_fail,
+        min_score=min_score,
+        judge=judge,
     )
     gw = Gateway(settings_from(sandbox))
     try:
@@ -243,6 +252,16 @@ def _summary(gw: Gateway, job: Job) -> dict[str, Any]:
         "error": job.error,
         "synthetic": job.synthetic,
         "route": {k: v for k, v in (job.route or {}).items() if k not in ("ranked", "estimates")},
+        # the quality gate's verdict and each post-generation stage's (checks, signing)
+        "quality": job.quality,
+        "stages": {
+            name: {
+                "verdict": r.get("verdict"),
+                "score": r.get("score"),
+                "failed": [c["name"] for c in r.get("checks", []) if c.get("verdict") == "fail"],
+            }
+            for name, r in job.stages.items()
+        },
         "created_at": job.created_at,
         "finished_at": job.finished_at,
     }
@@ -268,3 +287,13 @@ def _print_summary(summary: dict[str, Any], output: Path) -> None:
         f"(estimated {_money(summary['estimated_cost_usd'])}), latency {summary['latency_s']}s, "
         f"{len(summary['attempts'])} attempt(s); details in {output.with_suffix('.json')}"
     )
+    if summary["stages"]:
+        flagged = (summary["quality"] or {}).get("flagged")
+        console.print(
+            "stages: "
+            + ", ".join(
+                f"{name} {r['verdict']}" + (f" ({', '.join(r['failed'])})" if r["failed"] else "")
+                for name, r in summary["stages"].items()
+            )
+            + (" [yellow]— delivered flagged[/]" if flagged else "")
+        )

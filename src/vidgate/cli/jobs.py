@@ -19,10 +19,13 @@ from vidgate.cli.common import (
     Fps,
     Image,
     JsonOpt,
+    Judge,
     MaxCost,
     MaxLatency,
+    MinScore,
     Negative,
     OfferingOpt,
+    OnFail,
     Policy,
     Quality,
     ResolutionOpt,
@@ -62,6 +65,9 @@ def submit(
     image: Image = None,
     negative: Negative = None,
     seed: Seed = None,
+    on_fail: OnFail = None,
+    min_score: MinScore = None,
+    judge: Judge = False,
     idempotency_key: Annotated[
         str | None,
         typer.Option("--idempotency-key", help="Repeat-safe: the same key returns the same job."),
@@ -87,6 +93,9 @@ def submit(
         image=image,
         negative=negative,
         seed=seed,
+        on_fail=on_fail,
+        min_score=min_score,
+        judge=judge,
     )
     gw = Gateway(settings_from(sandbox))
     try:
