@@ -28,6 +28,7 @@ ORDER = [
     "worker",
     "service",
     "stages",
+    "semantic",
     "provenance",
     "assembly",
     "local_models",
