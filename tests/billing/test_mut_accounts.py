@@ -238,6 +238,7 @@ def test_spend_is_per_tenant_and_sorted(store: JobStore) -> None:
 
 def test_a_key_authenticates_as_its_tenant_until_revoked(accounts: Accounts) -> None:
     kid, raw = accounts.create_key("acme", rpm=30)
+    assert accounts.keys("acme")[0]["rpm"] == 30
     assert raw.startswith(KEY_PREFIX)
     assert len(raw) > 40
     info = accounts.authenticate(raw)
@@ -261,13 +262,16 @@ def test_admin_keys_and_the_key_list(accounts: Accounts) -> None:
     assert listed["id"] == kid
     assert listed["admin"] is True
     assert listed["revoked"] is False
+    assert (listed["tenant"], listed["rpm"]) == ("ops", None)
+    assert listed["created_at"] is not None
     assert listed["prefix"] == raw[:10]  # enough to recognise it; never the key itself
     assert "key_hash" not in listed
     assert raw not in listed.values()
     every_key = accounts.keys()
     assert {k["id"] for k in every_key} == {kid, other}
     accounts.revoke_key(other)
-    assert [k["revoked"] for k in accounts.keys("acme")] == [True]
+    [acme] = accounts.keys("acme")
+    assert (acme["tenant"], acme["revoked"]) == ("acme", True)
     assert accounts.authenticate(raw) is not None  # one key's revocation only
 
 
@@ -303,8 +307,10 @@ def test_a_key_replays_its_finished_answer(accounts: Accounts) -> None:
 
 def test_an_aborted_key_can_run_again(accounts: Accounts) -> None:
     assert accounts.idem_begin("t", "k", "h1").outcome == "new"
+    assert accounts.idem_begin("t", "other", "h1").outcome == "new"
     accounts.idem_abort("t", "k")
     assert accounts.idem_begin("t", "k", "h2").outcome == "new"
+    assert accounts.idem_begin("t", "other", "h1").outcome == "in_progress"  # that key only
 
 
 def test_a_key_whose_request_died_is_taken_over_once(store: JobStore) -> None:
