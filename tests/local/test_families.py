@@ -48,6 +48,7 @@ CASES = [
     ("cogvideox-t2v", "cogvideox", "cogvideox-2b", "text_to_video", 16, False),
     ("cogvideox-i2v", "cogvideox", "cogvideox-5b", "image_to_video", 16, True),
     ("hunyuan15-t2v", "hunyuanvideo15", "hunyuanvideo", "text_to_video", 16, False),
+    ("hunyuan15-i2v", "hunyuanvideo15", "hunyuanvideo", "image_to_video", 16, True),
 ]
 
 

@@ -29,6 +29,7 @@ from diffusers import (
     CogVideoXPipeline,
     CogVideoXTransformer3DModel,
     FlowMatchEulerDiscreteScheduler,
+    HunyuanVideo15ImageToVideoPipeline,
     HunyuanVideo15Pipeline,
     HunyuanVideo15Transformer3DModel,
     LTX2Pipeline,
@@ -52,16 +53,18 @@ from transformers import (
     Qwen2_5_VLTextConfig,
     Qwen2_5_VLTextModel,
     SiglipVisionConfig,
+    SiglipVisionModel,
     T5Config,
     T5EncoderModel,
     UMT5Config,
     UMT5EncoderModel,
 )
 
-try:  # transformers 5: the PIL processor needs no torchvision
+try:  # transformers 5: the PIL processors need no torchvision
     from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    from transformers import SiglipImageProcessorPil as SiglipImageProcessor
 except ImportError:  # pragma: no cover - transformers 4
-    from transformers import CLIPImageProcessor  # type: ignore[assignment]
+    from transformers import CLIPImageProcessor, SiglipImageProcessor  # type: ignore[assignment]
 
 
 def tokenizer(extra_specials: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
@@ -477,6 +480,41 @@ def hunyuan15_t2v() -> HunyuanVideo15Pipeline:
     )
 
 
+def hunyuan15_i2v() -> HunyuanVideo15ImageToVideoPipeline:
+    """The I2V pipeline sizes the video from the image; a tiny SigLIP encodes it."""
+    components = dict(hunyuan15_t2v().components)
+    torch.manual_seed(0)
+    components["transformer"] = HunyuanVideo15Transformer3DModel(
+        in_channels=9,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=1,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=1,
+        patch_size_t=1,
+        text_embed_dim=16,
+        text_embed_2_dim=32,
+        image_embed_dim=12,  # the SigLIP hidden size below
+        rope_axes_dim=(2, 2, 4),
+        target_size=16,
+        task_type="i2v",
+    ).eval()
+    components["image_encoder"] = SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=12,
+            intermediate_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=8,
+        )
+    ).eval()
+    components["feature_extractor"] = SiglipImageProcessor(size={"height": 16, "width": 16})
+    return HunyuanVideo15ImageToVideoPipeline(**components)
+
+
 #: name -> builder; the saved folder is named after the key
 BUILDERS: dict[str, Callable[[], Any]] = {
     "wan21-t2v": wan21_t2v,
@@ -487,6 +525,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "cogvideox-t2v": cogvideox_t2v,
     "cogvideox-i2v": cogvideox_i2v,
     "hunyuan15-t2v": hunyuan15_t2v,
+    "hunyuan15-i2v": hunyuan15_i2v,
 }
 
 
