@@ -368,13 +368,14 @@ _PRAGMA = "pragma: no mutate"
 
 
 def _comment_above(lines: list[str], index: int) -> str:
-    """The nearest comment block above ``lines[index]``, within the statement's few lines."""
+    """The nearest comment block above ``lines[index]`` (within a statement's few lines)."""
     block: list[str] = []
-    for prev in reversed(lines[max(0, index - 6) : index]):
-        if prev.strip().startswith("#"):
-            block.insert(0, prev.strip().lstrip("# "))
-        elif block:
-            break
+    n = index - 1
+    while n >= 0 and not lines[n].strip().startswith("#") and index - n <= 6:
+        n -= 1
+    while n >= 0 and lines[n].strip().startswith("#"):
+        block.insert(0, lines[n].strip().lstrip("#:").strip())
+        n -= 1
     return " ".join(block)
 
 

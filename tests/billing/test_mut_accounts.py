@@ -311,6 +311,8 @@ def test_an_aborted_key_can_run_again(accounts: Accounts) -> None:
     accounts.idem_abort("t", "k")
     assert accounts.idem_begin("t", "k", "h2").outcome == "new"
     assert accounts.idem_begin("t", "other", "h1").outcome == "in_progress"  # that key only
+    accounts.idem_finish("t", "k", 201, "{}")
+    assert accounts.idem_begin("t", "other", "h1").outcome == "in_progress"  # that key only
 
 
 def test_a_key_whose_request_died_is_taken_over_once(store: JobStore) -> None:

