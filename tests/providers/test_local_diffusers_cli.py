@@ -122,3 +122,35 @@ def test_breakeven_from_a_silent_server_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "vidgate model serve" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_plan_prices_self_hosted_from_the_servers_measurements(
+    tmp_path: Path, sb: SandboxServer
+) -> None:
+    workload = tmp_path / "w.yaml"
+    workload.write_text(
+        "name: own gpus\ndaily_volume: 100\nclip_seconds: 5\nclasses:\n"
+        "  - {name: wan, share: 1.0, offering: [wan-2.1-self-hosted],\n"
+        "     request: {duration_s: 5, resolution: 480p, aspect_ratio: '16:9'}}\n"
+    )
+    server = f"{sb.url}/local-diffusers"
+
+    def plan() -> dict[str, Any]:
+        proc = vidgate("plan", str(workload), "--json", home=tmp_path, servers=server)
+        assert proc.returncode == 0, proc.stderr
+        [row] = json.loads(proc.stdout)["classes"]
+        assert row["offering"] == "wan-2.1-self-hosted"
+        return dict(row)
+
+    seed = CATALOG.offering("wan-2.1-self-hosted").price[0].usd
+    assert seed is not None
+    assert plan()["usd_per_clip"] == pytest.approx(seed * 5)  # nothing measured yet
+    model = _finished_job(f"{server}/v1")
+    measured = model["usd_per_hour"] / 3600 * model["stats"]["compute_s_per_video_s"]
+    # the emulated GPU is quick, so a clip costs fractions of a cent: compare a year of them
+    after = plan()
+    assert after["usd_per_year"] == pytest.approx(measured * 5 * 100 * 30 * 12, rel=1e-2)
+    assert after["usd_per_year"] > 0
+    # without a server the offering cannot be planned on
+    gone = vidgate("plan", str(workload), "--json", home=tmp_path, servers=None)
+    assert gone.returncode == 2

@@ -70,9 +70,14 @@ def _as_of(value: str | None) -> datetime:
 
 
 def _catalog() -> Any:
-    from vidgate.catalog.loader import load_catalog
+    """The catalog, with self-hosted offerings priced and enabled from the model servers in
+    ``VIDGATE_LOCAL_DIFFUSERS_BASE_URL`` (so a plan treats them like any offering)."""
+    import os
 
-    return load_catalog(settings_from(False).catalog)
+    from vidgate.catalog.loader import load_catalog
+    from vidgate.providers.local_fleet import ENV, self_hosted_catalog
+
+    return self_hosted_catalog(load_catalog(settings_from(False).catalog), os.environ.get(ENV))
 
 
 @app.command("run", hidden=True)
