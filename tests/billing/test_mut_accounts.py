@@ -240,6 +240,9 @@ def test_a_key_authenticates_as_its_tenant_until_revoked(accounts: Accounts) -> 
     kid, raw = accounts.create_key("acme", rpm=30)
     assert accounts.keys("acme")[0]["rpm"] == 30
     assert raw.startswith(KEY_PREFIX)
+    assert len(raw) == len(KEY_PREFIX) + 43  # 256 random bits, URL-safe base64
+    assert kid.startswith("key_")
+    assert len(kid) == 20
     assert len(raw) > 40
     info = accounts.authenticate(raw)
     assert info is not None
