@@ -152,6 +152,10 @@ def test_same_key_while_the_first_is_running_is_409(pg_server: Server, path: str
             assert busy.status_code == 409, busy.text
             assert busy.headers["retry-after"] == "1"
             assert "still being processed" in busy.text
+            problem = busy.json()  # the native route's problem, or the OpenAI-style error
+            assert problem.get("code", problem.get("error", {}).get("code")) == (
+                "idempotency_key_in_use"
+            )
             clash = post(pg_server, tenant, path, key, OTHER[path])
             assert clash.status_code == 422  # a different body is a conflict even now
             assert not first  # the first is still held
