@@ -295,10 +295,18 @@ class VidgateTools:
         return {"summary": plan.summary(), "plan": plan.model_dump(mode="json")}
 
     async def run_story(self, story: str, idempotency_key: str | None) -> dict[str, Any]:
+        from vidgate.server.errors import ApiError
+        from vidgate.server.stories import checked_story_refs
         from vidgate.stories.driver import submit_story
 
+        try:
+            loaded, plan = await asyncio.to_thread(self._plan_story, story)
+            # image URLs pass the REST API's SSRF rules before anything is held or sent
+            loaded = await checked_story_refs(self.gw, loaded)
+        except (VidgateError, ApiError) as e:
+            raise ToolInputError(one_line(e)) from None
+
         def submit() -> tuple[Any, bool, Any]:
-            loaded, plan = self._plan_story(story)
             doc, created = submit_story(
                 self.gw, loaded, plan, tenant=self.tenant, idempotency_key=idempotency_key
             )

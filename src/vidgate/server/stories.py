@@ -30,6 +30,7 @@ from vidgate.types import Job, JobState, Reference, ReferenceRole
 router = APIRouter(prefix="/v1", tags=["stories"])
 
 StoryId = Annotated[str, Path(max_length=64)]
+_URL_SCHEMES = ("http://", "https://", "data:")
 
 
 def _children(gw: Any, doc: StoryDoc) -> dict[str, Job]:
@@ -105,8 +106,10 @@ def _own(request: Request, story_id: str, tenant: str) -> StoryDoc:
         raise ApiError(404, "not_found", f"story {story_id!r} not found") from None
 
 
-async def _checked_refs(gw: Any, loaded: LoadedStory) -> LoadedStory:
-    """Image URLs pass the SSRF-safe checks (and come back as the fetcher hands them on)."""
+async def checked_story_refs(gw: Any, loaded: LoadedStory) -> LoadedStory:
+    """Image URLs pass the SSRF-safe checks (and come back as the fetcher hands them on).
+    Used by the REST API and by MCP's run_story; only a local story (``base_dir`` set) may
+    name local files."""
     story = loaded.story
 
     async def looks(group: str, items: dict[str, Look], role: ReferenceRole) -> dict[str, Look]:
@@ -114,6 +117,9 @@ async def _checked_refs(gw: Any, loaded: LoadedStory) -> LoadedStory:
         for name, look in items.items():
             refs = []
             for i, url in enumerate(look.references):
+                if loaded.base_dir is not None and not url.startswith(_URL_SCHEMES):
+                    refs.append(url)  # a local file of a local (CLI, MCP stdio) story
+                    continue
                 ref = await fetch_reference(
                     gw, Reference(role=role, url=url), f"{group}.{name}.references.{i}"
                 )
@@ -124,7 +130,7 @@ async def _checked_refs(gw: Any, loaded: LoadedStory) -> LoadedStory:
     characters = await looks("characters", story.characters, ReferenceRole.SUBJECT)
     styles = await looks("styles", story.styles, ReferenceRole.STYLE)
     fixed = story.model_copy(update={"characters": characters, "styles": styles})
-    return LoadedStory(fixed, loaded.marks, loaded.source, None)
+    return LoadedStory(fixed, loaded.marks, loaded.source, loaded.base_dir)
 
 
 @router.post("/stories", status_code=202)
@@ -154,7 +160,7 @@ async def create_story(request: Request, key: Annotated[KeyInfo, Depends(caller)
                 "; ".join(lines)[:4000],
                 extra={"errors": [p.as_dict() for p in problems]},
             )
-        loaded = await _checked_refs(gw, loaded)
+        loaded = await checked_story_refs(gw, loaded)
         doc, _ = await asyncio.to_thread(
             submit_story,
             gw,

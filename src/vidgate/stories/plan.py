@@ -175,9 +175,24 @@ def _prompt(story: Story, shot: Shot) -> str:
     return " ".join(parts)[:8000]
 
 
+def _request_max_s() -> float:
+    """The longest clip one request may ask for (VideoRequest's own bound)."""
+    for m in VideoRequest.model_fields["duration_s"].metadata:
+        if isinstance(getattr(m, "le", None), (int, float)):
+            return float(m.le)
+    return math.inf
+
+
+#: a shot longer than this is made of segments; no single request can ask for all of it
+REQUEST_MAX_S = _request_max_s()
+
+
 def base_request(
     story: Story, shot: Shot, *, duration_s: float, mode: Mode = Mode.TEXT_TO_VIDEO
 ) -> VideoRequest:
+    # a whole shot over one request's bound is routed (ranked, explained) as its longest
+    # request; the chains split it into segments that each fit
+    duration_s = min(duration_s, REQUEST_MAX_S)
     refs: list[Reference] = []
     if mode is Mode.IMAGE_TO_VIDEO:
         refs.append(Reference(role=ReferenceRole.FIRST_FRAME, url=PLACEHOLDER_PNG))
@@ -295,9 +310,11 @@ class Planner:
     def _options(self, story: Story, shot: Shot) -> dict[str, tuple[Candidate, Chain]]:
         """Offerings able to make this shot, in the policy's order, with how."""
         req = base_request(story, shot, duration_s=shot.duration)
-        out: dict[str, tuple[Candidate, Chain]] = {
-            c.offering.id: (c, "none") for c in self._route(req, story.policy)
-        }
+        out: dict[str, tuple[Candidate, Chain]] = (
+            {c.offering.id: (c, "none") for c in self._route(req, story.policy)}
+            if shot.duration <= REQUEST_MAX_S
+            else {}
+        )
         if out:
             return out
         # Longer than any offering makes in one go: offerings that make a first segment and

@@ -25,13 +25,17 @@ from vidgate.types import QualityTier, Resolution, parse_aspect
 MAX_SHOTS = 200
 MAX_STORY_BYTES = 1_000_000
 MAX_SHOT_S = 600.0  # ten minutes a shot; longer ones are made of segments anyway
+#: the longest film one story makes: every shot is paid for before the film exists, so a
+#: story of MAX_SHOTS ten-minute shots (33 hours) is refused before anything is reserved
+MAX_FILM_S = 3600.0
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$"
 _TRANSITION = re.compile(r"^(cut|crossfade)(?::(\d+(?:\.\d+)?))?$")
 DEFAULT_CROSSFADE_S = 0.5
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # YAML reads .inf and .nan as numbers; no time, gain or budget of a story is infinite
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Look(_Spec):
@@ -445,12 +449,42 @@ def _check_refs(data: dict[str, Any], base_dir: Path | None, marks: Marks) -> li
 def _check_story(story: Story, marks: Marks) -> list[Problem]:
     """Rules across fields of a valid story."""
     out: list[Problem] = []
+    film_s = story.duration_s
+    if film_s > MAX_FILM_S:
+        out.append(
+            Problem(
+                ("shots",),
+                f"the shots last {film_s:g} s in all; a story makes at most {MAX_FILM_S:g} s "
+                "of film: split it into several stories",
+                marks.line(("shots",), key=True),
+            )
+        )
+    for j, vo in enumerate(story.voiceover):
+        if vo.at >= film_s:
+            loc: tuple[Any, ...] = ("voiceover", j, "at")
+            out.append(
+                Problem(
+                    loc,
+                    f"starts at {vo.at:g} s, after the shots end ({film_s:g} s); "
+                    "use a time within the film",
+                    marks.line(loc),
+                )
+            )
     if story.captions is not None:
         for j, cap in enumerate(story.captions.items):
+            loc = ("captions", "items", j)
             if cap.end <= cap.start:
-                loc = ("captions", "items", j)
                 out.append(
                     Problem(loc, "a caption ends after it starts (end > start)", marks.line(loc))
+                )
+            elif cap.start >= film_s:
+                out.append(
+                    Problem(
+                        loc,
+                        f"starts at {cap.start:g} s, after the shots end ({film_s:g} s); "
+                        "use a time within the film",
+                        marks.line(loc),
+                    )
                 )
     return out
 
@@ -563,6 +597,8 @@ def parse_story(text: str, *, source: str = "story", base_dir: Path | None = Non
     if story is not None:
         problems += _check_story(story, marks)
     problems.sort(key=lambda p: (p.line or 0, p.field))
+    if story is not None and story.duration_s > MAX_FILM_S:
+        story = None  # not planned at all: planning 33 hours of segments is work refused
     loaded = LoadedStory(story, marks, source, base_dir) if story is not None else None
     return Checked(loaded, problems)
 
