@@ -153,8 +153,10 @@ def test_same_key_while_the_first_is_running_is_409(pg_server: Server, path: str
             assert busy.headers["retry-after"] == "1"
             assert "still being processed" in busy.text
             problem = busy.json()  # the native route's problem, or the OpenAI-style error
-            assert problem.get("code", problem.get("error", {}).get("code")) == (
-                "idempotency_key_in_use"
+            problem = problem.get("error", problem)
+            assert problem["code"] == "idempotency_key_in_use"
+            assert problem.get("detail", problem.get("message")) == (
+                "a request with this Idempotency-Key is still being processed; retry shortly"
             )
             clash = post(pg_server, tenant, path, key, OTHER[path])
             assert clash.status_code == 422  # a different body is a conflict even now
