@@ -19,10 +19,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from vidgate.billing.accounts import KeyInfo
 from vidgate.errors import NotFound
-from vidgate.server.deps import caller, fetch_reference, gateway, idempotent, read_body
+from vidgate.server.deps import (
+    admitted,
+    caller,
+    fetch_reference,
+    gateway,
+    idempotent,
+    read_body,
+)
 from vidgate.server.errors import ApiError, render
 from vidgate.stories.driver import story_store, submit_story
 from vidgate.stories.plan import plan_story
+from vidgate.stories.record import shot_verdict, verdict
 from vidgate.stories.spec import MAX_STORY_BYTES, LoadedStory, Look, parse_story
 from vidgate.stories.store import StoryDoc, StoryState
 from vidgate.types import Job, JobState, Reference, ReferenceRole
@@ -54,6 +62,7 @@ def view(doc: StoryDoc, jobs: dict[str, Job]) -> dict[str, Any]:
                     if job is not None and job.state is JobState.SUCCEEDED
                     else (job.progress if job else 0.0),
                     "offering": job.offering_id if job else seg.offering_id,
+                    "quality": verdict(job.quality) if job else None,
                 }
             )
             progress += float(segs[-1]["progress"] or 0.0)
@@ -75,6 +84,10 @@ def view(doc: StoryDoc, jobs: dict[str, Job]) -> dict[str, Any]:
                 "chain": s.chain,
                 "switched_because": s.switched_because,
                 "segments": segs,
+                # the quality gate's verdict on the shot (each segment's job's, combined)
+                "quality": shot_verdict(
+                    [j for g in s.segments if (j := jobs.get(f"{s.index}.{g.index}")) is not None]
+                ),
                 "has_file": str(s.index) in doc.shot_files,
             }
         )
@@ -96,6 +109,7 @@ def view(doc: StoryDoc, jobs: dict[str, Job]) -> dict[str, Any]:
         "film": film,
         "record": doc.record,
         "error": doc.error,
+        "waiting": doc.waiting,
     }
 
 
@@ -161,14 +175,17 @@ async def create_story(request: Request, key: Annotated[KeyInfo, Depends(caller)
                 extra={"errors": [p.as_dict() for p in problems]},
             )
         loaded = await checked_story_refs(gw, loaded)
-        doc, _ = await asyncio.to_thread(
-            submit_story,
-            gw,
-            loaded,
-            plan,
-            tenant=key.tenant,
-            idempotency_key=request.headers.get("idempotency-key"),
-        )
+        # A story's shots are the tenant's jobs: it is refused (429) while the tenant is at
+        # its cap on running jobs, and once stored starts each shot only under that cap.
+        async with admitted(request, key.tenant):
+            doc, _ = await asyncio.to_thread(
+                submit_story,
+                gw,
+                loaded,
+                plan,
+                tenant=key.tenant,
+                idempotency_key=request.headers.get("idempotency-key"),
+            )
         return JSONResponse(view(doc, {}), status_code=202)
 
     return await idempotent(request, key.tenant, raw, handler)

@@ -15,6 +15,22 @@ Each step of a claimed story (short, fenced, resumable from the stored row):
 
 The budget for the whole story is reserved at submit; each child takes its share of that hold
 when it is created, and the story's terminal write releases the rest.
+
+Limits held at run time, before each child starts (a child not started costs nothing):
+
+* **the story's ``budget``** is a hard cap: a child starts only when its price fits under what
+  is left — the budget less what the shots started have spent or may still spend (each live
+  child counts at its own cap) and less the plan's price of the segments not started yet —
+  and it gets that room as its request's ``max_cost_usd``, so its own fallbacks and quality
+  regenerations stop there too. A child that does not fit waits while other shots run (they
+  may end cheaper than their caps), then the story fails ``story_budget_exceeded``;
+* **the tenant's cap on running jobs** (``max_concurrent_jobs``): the story's running children
+  count toward it, so a child starts only while the tenant is under its cap (else it waits);
+* **the story's ``deadline``**: no child starts once it has passed, or when the router says
+  the segment could not finish before it; the story ends ``expired`` once the shots running
+  have ended.
+
+A story that ends without its film still keeps every finished shot's file and its record.
 """
 
 from __future__ import annotations
@@ -24,21 +40,23 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import shutil
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vidgate.errors import BudgetExceeded, VidgateError
-from vidgate.jobs.store import StaleLease
+from vidgate.errors import BudgetExceeded, NoRoute, VidgateError
+from vidgate.jobs.store import StaleLease, request_hash
 from vidgate.providers.options import govern as govern_options
 from vidgate.stories import chain
-from vidgate.stories.plan import SegmentPlan, StoryPlan
+from vidgate.stories.plan import SegmentPlan, ShotPlan, StoryPlan
 from vidgate.stories.record import build_record
 from vidgate.stories.spec import LoadedStory, Story
 from vidgate.stories.store import StoryClaim, StoryDoc, StoryState, StoryStore
-from vidgate.types import Job, JobState, Reference, ReferenceKind, ReferenceRole
+from vidgate.types import Constraints, Job, JobState, Reference, ReferenceKind, ReferenceRole
 
 if TYPE_CHECKING:
     from vidgate.gateway import Gateway
@@ -135,23 +153,36 @@ class StoryDriver:
     # -- children ------------------------------------------------------------------------
 
     def _create_child(
-        self, claim: StoryClaim, shot: int, seg: SegmentPlan, ref: Reference | None
+        self,
+        claim: StoryClaim,
+        shot: int,
+        seg: SegmentPlan,
+        ref: Reference | None,
+        room: float | None = None,
     ) -> tuple[Job, float]:
         """Create (or find again, by its key) a segment's child job. Returns the job and
-        what of the story's hold it takes."""
+        what of the story's hold it takes. ``room``: what the story's budget leaves for this
+        child (its request's ``max_cost_usd``); :class:`NoRoom` when its price is above it."""
         doc, gw = claim.doc, self.gw
         request = seg.request
         if ref is not None:
             keep = [r for r in request.references if r.role is not ref.role]
             request = request.model_copy(update={"references": [ref, *keep]})
         plan = gw.route(request, pinned=seg.offerings)
+        cost = plan.choice.cost_usd or 0.0
+        # the key's fingerprint leaves the cap out: a retry after a crash may compute
+        # another room, and must still find the child made before it
+        fingerprint = request_hash(request)
+        if room is not None:
+            if cost > room + 1e-9:
+                raise NoRoom(cost, plan.choice.offering.id)
+            request = _capped(request, room)
         govern_options(
             request,
             [c.offering for c in plan.ranked],
             gw.catalog.offerings.values(),
             allow_hosts=gw.settings.allow_hosts(),
         )
-        cost = plan.choice.cost_usd or 0.0
         take = min(cost, max(0.0, claim.reserved_usd)) if doc.held else 0.0
         extra = round(cost - take, 6) if doc.held else 0.0
         if extra > 0 and not gw.accounts.reserve(doc.tenant, extra):
@@ -177,7 +208,7 @@ class StoryDriver:
         )
         try:
             stored, created = gw.store.create(
-                job, idempotency_key=child_key(doc.id, shot, seg.index)
+                job, idempotency_key=child_key(doc.id, shot, seg.index), fingerprint=fingerprint
             )
         except BaseException:
             if extra:
@@ -229,18 +260,30 @@ class StoryDriver:
             jobs[key] = await asyncio.to_thread(store.get, jid)
         if claim.cancel_requested:
             return await self._wind_up(claim, jobs, StoryState.CANCELED, None)
-        bad = [k for k, j in jobs.items() if j.state.terminal and j.state is not JobState.SUCCEEDED]
-        if bad:
-            j = jobs[bad[0]]
-            shot, seg = bad[0].split(".")
-            msg = (j.error or {}).get("message", j.state.value)
-            err = {
-                "code": "shot_failed",
-                "message": f"shot {int(shot) + 1} segment {int(seg) + 1} {j.state.value}: {msg}",
-                "job_id": j.id,
-            }
-            return await self._wind_up(claim, jobs, StoryState.FAILED, err)
+        live = any(not j.state.terminal for j in jobs.values())
+        if doc.halt is None:
+            bad = [
+                k for k, j in jobs.items() if j.state.terminal and j.state is not JobState.SUCCEEDED
+            ]
+            if bad and jobs[bad[0]].state is JobState.EXPIRED:
+                # its deadline is the story's: the other shots expire with it; what was
+                # made is kept
+                doc.halt = self._halt(StoryState.EXPIRED, _expired(doc, bad[0], jobs[bad[0]]))
+            elif bad:
+                return await self._wind_up(
+                    claim, jobs, StoryState.FAILED, self._child_failed(doc, bad[0], jobs[bad[0]])
+                )
+        if doc.halt is not None:
+            if live:  # the shots running end on their own (their caps and deadline hold)
+                return await asyncio.to_thread(self.stories.save, claim, next_run_s=0.5)
+            return await self._wind_up(
+                claim, jobs, StoryState(doc.halt["state"]), dict(doc.halt["error"])
+            )
         created = await self._start_ready(claim, jobs)
+        if doc.halt is not None and not any(not j.state.terminal for j in jobs.values()):
+            return await self._wind_up(
+                claim, jobs, StoryState(doc.halt["state"]), dict(doc.halt["error"])
+            )
         total = sum(len(s.segments) for s in doc.plan.shots)
         done = sum(1 for j in jobs.values() if j.state is JobState.SUCCEEDED)
         doc.progress = round(0.9 * done / max(1, total), 4)
@@ -258,11 +301,100 @@ class StoryDriver:
             return await asyncio.to_thread(self.stories.save, claim)
         return await asyncio.to_thread(self.stories.save, claim, next_run_s=0.3)
 
+    @staticmethod
+    def _halt(state: StoryState, error: dict[str, Any]) -> dict[str, Any]:
+        return {"state": state.value, "error": error}
+
+    def _child_failed(self, doc: StoryDoc, key: str, job: Job) -> dict[str, Any]:
+        shot, seg = key.split(".")
+        msg = (job.error or {}).get("message", job.state.value)
+        where = f"shot {int(shot) + 1} segment {int(seg) + 1}"
+        budget = doc.plan.budget_usd
+        cap = job.request.constraints.max_cost_usd
+        if budget is not None and cap is not None and "max_cost_usd" in msg:
+            # its cap was what the story's budget left it: the story's budget stopped it
+            return {
+                "code": "story_budget_exceeded",
+                "message": (
+                    f"{where} {job.state.value}: the story's budget ${budget:.2f} left it "
+                    f"${cap:.2f} and it needed more ({msg}); raise budget:"
+                )[:4000],
+                "job_id": job.id,
+                "budget_usd": budget,
+            }
+        return {
+            "code": "shot_failed",
+            "message": f"{where} {job.state.value}: {msg}",
+            "job_id": job.id,
+        }
+
+    # -- limits before a child starts ------------------------------------------------------
+
+    def _room(self, doc: StoryDoc, jobs: dict[str, Job], key: str) -> _Room | None:
+        """What the story's budget leaves for the child ``key`` (None: no budget)."""
+        budget = doc.plan.budget_usd
+        if budget is None:
+            return None
+        held = sum(_committed(j) for j in jobs.values())
+        rest = [
+            seg.cost_usd
+            for shot in doc.plan.shots
+            for seg in shot.segments
+            if f"{shot.index}.{seg.index}" not in jobs and f"{shot.index}.{seg.index}" != key
+        ]
+        return _Room(budget, held, sum(rest), len(rest))
+
+    def _slot(self, doc: StoryDoc) -> str | None:
+        """Why no child may start now under the tenant's cap on running jobs (None: one
+        may). The story's running children are the tenant's jobs like any other (each is
+        stored as it is created, so the count includes the ones this step started)."""
+        row = self.gw.accounts.tenant(doc.tenant)
+        cap = row.get("max_concurrent_jobs") if row else None
+        if cap is None:
+            return None
+        running = self.gw.accounts.running_jobs(doc.tenant)
+        if running < cap:
+            return None
+        return (
+            f"tenant {doc.tenant} has {running} jobs running, its cap "
+            f"(max_concurrent_jobs {cap}); the next shot starts when one ends"
+        )
+
+    def _deadline_miss(self, doc: StoryDoc, seg: SegmentPlan, ref: Reference | None) -> str | None:
+        """Why ``seg`` cannot finish by the story's deadline (None: it can, or no deadline)."""
+        deadline = seg.request.constraints.deadline
+        if deadline is None:
+            return None
+        left = (deadline - _now()).total_seconds()
+        if left <= 0:
+            return f"the story's deadline {deadline.isoformat()} passed"
+        request = seg.request
+        if ref is not None:
+            keep = [r for r in request.references if r.role is not ref.role]
+            request = request.model_copy(update={"references": [ref, *keep]})
+        free = request.model_copy(
+            update={"constraints": request.constraints.model_copy(update={"deadline": None})}
+        )
+        try:
+            plan = self.gw.router().route(free, pinned=seg.offerings)
+        except NoRoute:
+            return None  # not the deadline: the real routing below says what it is
+        c = plan.choice
+        need = c.latency_s.get("p90", c.latency_s.get("p50", 0.0))
+        if need <= left:
+            return None
+        return (
+            f"{c.offering.id} takes about {need:.0f} s and {left:.0f} s remain before the "
+            f"story's deadline {deadline.isoformat()}"
+        )
+
     async def _start_ready(self, claim: StoryClaim, jobs: dict[str, Job]) -> bool:
         """Create every child that can start now; each is recorded (and takes its share of
-        the hold) in its own fenced write, right after it is created."""
+        the hold) in its own fenced write, right after it is created. A child the budget,
+        the tenant's cap or the deadline keeps from starting is not created."""
         doc = claim.doc
         created = False
+        doc.waiting = None
         for shot in doc.plan.shots:
             for seg in shot.segments:
                 key = f"{shot.index}.{seg.index}"
@@ -271,12 +403,49 @@ class StoryDriver:
                 before = jobs.get(f"{shot.index}.{seg.index - 1}") if seg.index else None
                 if seg.index and (before is None or before.state is not JobState.SUCCEEDED):
                     break  # waits for the segment it continues
+                ready = await self._may_start(claim, shot, seg)
+                if not ready:
+                    return created
                 ref = (
                     await asyncio.to_thread(self._chain_ref, doc, seg, before)
                     if before is not None
                     else None
                 )
-                job, take = await asyncio.to_thread(self._create_child, claim, shot.index, seg, ref)
+                miss = await asyncio.to_thread(self._deadline_miss, doc, seg, ref)
+                if miss is not None:
+                    err = {
+                        "code": "deadline",
+                        "message": f"shot {shot.index + 1} segment {seg.index + 1} was not "
+                        f"started: {miss}; the shots made are kept",
+                    }
+                    doc.halt = self._halt(StoryState.EXPIRED, err)
+                    return created
+                room = self._room(doc, jobs, key)
+                try:
+                    job, take = await asyncio.to_thread(
+                        self._create_child,
+                        claim,
+                        shot.index,
+                        seg,
+                        ref,
+                        None if room is None else room.left,
+                    )
+                except NoRoom as e:
+                    assert room is not None
+                    if any(not j.state.terminal for j in jobs.values()):
+                        # shots running may end under their caps and leave room: wait
+                        doc.waiting = f"the story's budget: {room.explain(shot, seg, e)}"
+                        return created
+                    doc.halt = self._halt(
+                        StoryState.FAILED,
+                        {
+                            "code": "story_budget_exceeded",
+                            "message": room.explain(shot, seg, e),
+                            "budget_usd": room.budget,
+                            "needed_usd": round(room.held + room.rest + e.cost, 6),
+                        },
+                    )
+                    return created
                 doc.children[key] = job.id
                 jobs[key] = job
                 await asyncio.to_thread(
@@ -286,6 +455,26 @@ class StoryDriver:
                 break
         return created
 
+    async def _may_start(self, claim: StoryClaim, shot: ShotPlan, seg: SegmentPlan) -> bool:
+        doc = claim.doc
+        deadline = seg.request.constraints.deadline
+        if deadline is not None and _now() >= deadline:
+            doc.halt = self._halt(
+                StoryState.EXPIRED,
+                {
+                    "code": "deadline",
+                    "message": f"the story's deadline {deadline.isoformat()} passed before "
+                    f"shot {shot.index + 1} segment {seg.index + 1} could start; the shots "
+                    "made are kept",
+                },
+            )
+            return False
+        why = await asyncio.to_thread(self._slot, doc)
+        if why is not None:
+            doc.waiting = why
+            return False
+        return True
+
     async def _wind_up(
         self,
         claim: StoryClaim,
@@ -293,7 +482,8 @@ class StoryDriver:
         state: StoryState,
         error: dict[str, Any] | None,
     ) -> StoryDoc:
-        """Cancel what still runs; the story ends once every child has."""
+        """Cancel what still runs; the story ends once every child has, keeping the file of
+        every shot that was finished and the record of what was spent."""
         doc = claim.doc
         live = [j for j in jobs.values() if not j.state.terminal]
         for j in live:
@@ -304,8 +494,14 @@ class StoryDriver:
         if live:
             return await asyncio.to_thread(self.stories.save, claim, next_run_s=0.5)
         doc.state = state
+        doc.waiting = None
         if state is StoryState.CANCELED and doc.error is None:
             doc.error = {"code": "canceled", "message": "the story was canceled"}
+        try:
+            await asyncio.to_thread(self._keep_finished, doc, jobs)
+        except (VidgateError, ValueError, OSError) as e:
+            # the record still says what was made and spent; the files are a convenience
+            log.warning("story %s: keeping finished shots failed: %s", doc.id, e)
         doc.finished_at = _now()
         doc.record = self._record(doc, jobs)
         return await asyncio.to_thread(self.stories.save, claim)
@@ -319,50 +515,11 @@ class StoryDriver:
         plan = doc.plan
         work = self.workdir / doc.id
         work.mkdir(parents=True, exist_ok=True)
-        base = asm.AssemblySpec(
-            width=plan.width, height=plan.height, fps=plan.fps, loudness_lufs=story.loudness
-        )
         clips: list[asm.ShotClip] = []
         joins: list[dict[str, Any]] = []
         shot_paths: dict[str, Path] = {}
         for shot in plan.shots:
-            parts = []
-            for seg in shot.segments:
-                job = jobs[f"{shot.index}.{seg.index}"]
-                path = self._local(doc, job)
-                measured = job.assets[0].duration_s or seg.delivered_s
-                trim_end = max(0.0, measured - seg.trim_start_s - seg.keep_s)
-                parts.append(
-                    asm.ShotClip(
-                        path=path,
-                        audio="native",
-                        trim_start_s=seg.trim_start_s,
-                        trim_end_s=trim_end,
-                        label=f"shot {shot.index + 1}.{seg.index + 1}",
-                    )
-                )
-                if seg.index:
-                    prev = parts[-2].path
-                    score = chain.join_score(prev, path, skip=round(seg.trim_start_s * plan.fps))
-                    joins.append(
-                        {
-                            "shot": shot.index,
-                            "after_segment": seg.index - 1,
-                            "segment": seg.index,
-                            "how": seg.starts,
-                            "continuity": score,
-                            "ok": score >= chain.CONTINUITY_MIN,
-                        }
-                    )
-            if (
-                len(parts) == 1
-                and not parts[0].trim_start_s
-                and parts[0].trim_end_s < 0.5 / plan.fps
-            ):
-                shot_path = parts[0].path
-            else:
-                shot_path = work / f"shot-{shot.index + 1:02d}.mp4"
-                asm.assemble(parts, base, shot_path)
+            shot_path = self._shot_file(doc, shot, jobs, work, joins, story.loudness)
             shot_paths[str(shot.index)] = shot_path
             clips.append(
                 asm.ShotClip(
@@ -422,6 +579,77 @@ class StoryDriver:
         record_path = work / "record.json"
         record_path.write_text(json.dumps(doc.record, indent=2, default=str))
         doc.film["record_uri"] = self._keep(doc, record_path, "record", suffix=".json")
+
+    def _shot_file(
+        self,
+        doc: StoryDoc,
+        shot: ShotPlan,
+        jobs: dict[str, Job],
+        work: Path,
+        joins: list[dict[str, Any]],
+        loudness: float,
+    ) -> Path:
+        """One shot as it enters the film: its segments joined (overlap trimmed, continuity
+        scored into ``joins``), or its one clip as delivered when nothing is trimmed."""
+        from vidgate.stories import assemble as asm
+
+        plan = doc.plan
+        base = asm.AssemblySpec(
+            width=plan.width, height=plan.height, fps=plan.fps, loudness_lufs=loudness
+        )
+        parts = []
+        for seg in shot.segments:
+            job = jobs[f"{shot.index}.{seg.index}"]
+            path = self._local(doc, job)
+            measured = job.assets[0].duration_s or seg.delivered_s
+            trim_end = max(0.0, measured - seg.trim_start_s - seg.keep_s)
+            parts.append(
+                asm.ShotClip(
+                    path=path,
+                    audio="native",
+                    trim_start_s=seg.trim_start_s,
+                    trim_end_s=trim_end,
+                    label=f"shot {shot.index + 1}.{seg.index + 1}",
+                )
+            )
+            if seg.index:
+                prev = parts[-2].path
+                score = chain.join_score(prev, path, skip=round(seg.trim_start_s * plan.fps))
+                joins.append(
+                    {
+                        "shot": shot.index,
+                        "after_segment": seg.index - 1,
+                        "segment": seg.index,
+                        "how": seg.starts,
+                        "continuity": score,
+                        "ok": score >= chain.CONTINUITY_MIN,
+                    }
+                )
+        if len(parts) == 1 and not parts[0].trim_start_s and parts[0].trim_end_s < 0.5 / plan.fps:
+            return parts[0].path
+        shot_path = work / f"shot-{shot.index + 1:02d}.mp4"
+        asm.assemble(parts, base, shot_path)
+        return shot_path
+
+    def _keep_finished(self, doc: StoryDoc, jobs: dict[str, Job]) -> None:
+        """A story ending without its film keeps the file of every shot whose segments all
+        succeeded (``GET /v1/stories/{id}/shots/{n}/content``, the record's ``file``)."""
+        work = self.workdir / doc.id
+        work.mkdir(parents=True, exist_ok=True)
+        joins: list[dict[str, Any]] = []
+        loudness = float(doc.story.get("loudness", -14.0))
+        for shot in doc.plan.shots:
+            k = str(shot.index)
+            keys = [f"{shot.index}.{seg.index}" for seg in shot.segments]
+            if k in doc.shot_files or not all(
+                key in jobs and jobs[key].state is JobState.SUCCEEDED and jobs[key].assets
+                for key in keys
+            ):
+                continue
+            path = self._shot_file(doc, shot, jobs, work, joins, loudness)
+            doc.shot_files[k] = self._keep(doc, path, f"shot-{shot.index + 1:02d}")
+        if joins:
+            doc.joins = joins
 
     def _sign(self, doc: StoryDoc, story: Story, film: Path, shots: dict[str, Path]) -> int:
         """Sign the film (C2PA) with every shot as a ``componentOf`` ingredient, when signing
@@ -602,14 +830,16 @@ class StoryLoop:
             return
         c = fresh[0]
         # shots still running would go on billing for a film that will not be made
-        for jid in c.doc.children.values():
+        jobs: dict[str, Job] = {}
+        for key, jid in c.doc.children.items():
             with contextlib.suppress(VidgateError):
-                job = await asyncio.to_thread(self.gw.store.get, jid)
+                job = jobs[key] = await asyncio.to_thread(self.gw.store.get, jid)
                 if not job.state.terminal:
                     await asyncio.to_thread(self.gw.store.request_cancel, jid)
         c.doc.error = error
         c.doc.state = StoryState.FAILED
         c.doc.finished_at = _now()
+        c.doc.record = self.driver._record(c.doc, jobs)
         with contextlib.suppress(StaleLease):
             await asyncio.to_thread(self.driver.stories.save, c)
 
@@ -663,3 +893,70 @@ async def run_story(
 
 def due_in(seconds: float) -> datetime:
     return _now() + timedelta(seconds=seconds)
+
+
+class NoRoom(VidgateError):
+    """A child's price is above what the story's budget leaves for it."""
+
+    code = "story_budget_exceeded"
+
+    def __init__(self, cost: float, offering_id: str) -> None:
+        super().__init__(f"${cost:.2f} on {offering_id}")
+        self.cost = cost
+        self.offering_id = offering_id
+
+
+@dataclass(frozen=True)
+class _Room:
+    """The story's budget at the moment a child would start."""
+
+    budget: float
+    #: what the children made so far have spent, or may still spend (a live one: its cap)
+    held: float
+    #: the plan's price of the segments not started yet, other than this one
+    rest: float
+    rest_n: int
+
+    @property
+    def left(self) -> float:
+        return max(0.0, round(self.budget - self.held - self.rest, 6))
+
+    def explain(self, shot: ShotPlan, seg: SegmentPlan, e: NoRoom) -> str:
+        need = math.ceil((self.held + self.rest + e.cost) * 100 - 1e-6) / 100
+        return (
+            f"the story's budget ${self.budget:.2f} cannot cover shot {shot.index + 1} segment "
+            f"{seg.index + 1}: it needs ${e.cost:.2f} on {e.offering_id} and "
+            f"${self.left:.2f} is left (${self.held:.2f} spent or held by the shots started, "
+            f"${self.rest:.2f} kept for the {self.rest_n} segment(s) not started); the shots "
+            f"made are kept; raise budget: to at least {need:.2f}"
+        )
+
+
+def _committed(job: Job) -> float:
+    """What a child has spent, or may still spend: a finished one its cost (and what it
+    still holds for a pending attempt), a live one the most it may cost — its cap, else
+    its reservation."""
+    if job.state.terminal:
+        return max(job.cost_usd or 0.0, job.reserved_usd or 0.0)
+    cap = job.request.constraints.max_cost_usd
+    return max(cap or 0.0, job.reserved_usd or 0.0, job.cost_usd or 0.0)
+
+
+def _capped(request: Any, room: float) -> Any:
+    """The request with ``max_cost_usd`` at most ``room`` (the story's budget left for it)."""
+    c: Constraints = request.constraints
+    cap = room if c.max_cost_usd is None else min(c.max_cost_usd, room)
+    # the request's own bounds: above 0, at most 10 000
+    cap = min(max(cap, 1e-6), 10_000.0)
+    return request.model_copy(update={"constraints": c.model_copy(update={"max_cost_usd": cap})})
+
+
+def _expired(doc: StoryDoc, key: str, job: Job) -> dict[str, Any]:
+    shot, seg = key.split(".")
+    msg = (job.error or {}).get("message", "expired")
+    return {
+        "code": "deadline",
+        "message": f"shot {int(shot) + 1} segment {int(seg) + 1} expired ({msg}) at the "
+        "story's deadline; the shots made are kept",
+        "job_id": job.id,
+    }

@@ -202,6 +202,7 @@ def base_request(
                 role=ReferenceRole.SOURCE_VIDEO, kind=ReferenceKind.VIDEO, url=PLACEHOLDER_MP4
             )
         )
+    tier, gate = story.shot_quality(shot)
     return VideoRequest(
         prompt=_prompt(story, shot),
         mode=mode,
@@ -210,7 +211,8 @@ def base_request(
         aspect_ratio=story.aspect,
         audio=AudioMode.REQUIRED if story.shot_audio(shot) == "native" else AudioMode.NONE,
         references=refs,
-        quality=story.quality,
+        quality=tier,
+        quality_gate=gate,
         constraints=Constraints(deadline=story.deadline),
         metadata={"story": story.title[:512]},
     )

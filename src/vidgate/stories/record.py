@@ -14,6 +14,40 @@ def _cents(x: float) -> float:
     return round(x + 0.0, 2)
 
 
+def verdict(quality: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A job's quality gate verdict in brief (``Job.quality`` without its history)."""
+    if not quality or "verdict" not in quality:
+        return None
+    return {
+        "verdict": quality["verdict"],
+        "score": quality.get("score"),
+        "flagged": bool(quality.get("flagged")),
+        "failed": list(quality.get("failed") or []),
+        "regenerations": int(quality.get("regenerations") or 0),
+        "gate": (quality.get("gate") or {}).get("source"),
+    }
+
+
+def shot_verdict(jobs: list[Job]) -> dict[str, Any] | None:
+    """A shot's verdict from its segments': it passes when every judged segment passed;
+    its score is the lowest; what failed, anywhere, is listed. None: nothing judged yet."""
+    judged = [v for v in (verdict(j.quality) for j in jobs) if v is not None]
+    if not judged:
+        return None
+    if len(judged) == 1 and len(jobs) == 1:
+        return judged[0]
+    scores = [v["score"] for v in judged if v["score"] is not None]
+    return {
+        "verdict": "fail" if any(v["verdict"] == "fail" for v in judged) else "pass",
+        "score": min(scores) if scores else None,
+        "flagged": any(v["flagged"] for v in judged),
+        "failed": sorted({f for v in judged for f in v["failed"]}),
+        "regenerations": sum(v["regenerations"] for v in judged),
+        "gate": judged[0]["gate"],
+        "segments_judged": len(judged),
+    }
+
+
 def build_record(
     *,
     story_id: str,
@@ -34,10 +68,12 @@ def build_record(
     total = 0.0
     for sp in plan.shots:
         segs: list[dict[str, Any]] = []
+        made: list[Job] = []
         for seg in sp.segments:
             job = children.get(f"{sp.index}.{seg.index}")
             if job is None:
                 continue
+            made.append(job)
             cost = job.cost_usd or 0.0
             total += cost
             segs.append(
@@ -80,6 +116,7 @@ def build_record(
                 "audio": sp.audio,
                 "file": shot_files.get(str(sp.index)),
                 "segments": segs,
+                "quality": shot_verdict(made),
                 "cost_usd": round(sum(s["cost_usd"] for s in segs), 6),
             }
         )

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from vidgate.errors import InvalidRequest
-from vidgate.types import QualityTier, Resolution, parse_aspect
+from vidgate.types import QualityGate, QualityTier, Resolution, parse_aspect
 
 MAX_SHOTS = 200
 MAX_STORY_BYTES = 1_000_000
@@ -47,6 +47,20 @@ class Look(_Spec):
     references: Annotated[list[str], Field(max_length=4)] = Field(default_factory=list)
 
 
+class StoryQuality(QualityGate):
+    """A quality gate for shots, with the model tier: the request's ``quality`` object."""
+
+    #: the minimum model tier (as ``quality: standard`` does on its own)
+    tier: QualityTier | None = None
+
+    def gate(self) -> QualityGate:
+        return QualityGate.model_validate(self.model_dump(exclude={"tier"}))
+
+
+#: ``quality:`` is a tier (``standard``) or a gate with an optional tier
+QualitySetting = QualityTier | StoryQuality
+
+
 class Transition(_Spec):
     kind: Literal["cut", "crossfade"] = "cut"
     seconds: float = 0.0
@@ -63,6 +77,8 @@ class Shot(_Spec):
     transition: str = "cut"
     #: native: the model's own sound; none: silent; soundtrack: only the story's soundtrack
     audio: Literal["native", "none", "soundtrack"] | None = None
+    #: this shot's tier and quality gate, instead of the story's
+    quality: QualitySetting | None = None
 
     @field_validator("prompt")
     @classmethod
@@ -130,8 +146,11 @@ class Story(_Spec):
     fps: Annotated[int, Field(ge=8, le=60)] = 24
     #: routing policy for every shot: cheapest, fastest, best-quality or balanced
     policy: str = "cheapest"
-    quality: QualityTier | None = None
-    #: the most the whole story may cost (USD); the plan must fit under it
+    #: the minimum model tier, or a quality gate every shot's job gets (the request's
+    #: ``quality`` object: min_score, checks, on_fail...), unless a shot gives its own
+    quality: QualitySetting | None = None
+    #: the most the whole story may cost (USD): the plan must fit under it, and no shot is
+    #: started that could take the story past it
     budget: Annotated[float | None, Field(gt=0, le=100_000)] = None
     deadline: datetime | None = None
     #: one seed for every shot whose model takes seeds (derived from the title when unset)
@@ -187,6 +206,13 @@ class Story(_Spec):
         if self.seed is not None:
             return self.seed
         return int(hashlib.sha256(self.title.encode()).hexdigest()[:8], 16)
+
+    def shot_quality(self, shot: Shot) -> tuple[QualityTier | None, QualityGate | None]:
+        """(minimum tier, quality gate) of a shot: its own ``quality``, else the story's."""
+        q = shot.quality if shot.quality is not None else self.quality
+        if isinstance(q, StoryQuality):
+            return q.tier, q.gate()
+        return q, None
 
     def shot_audio(self, shot: Shot) -> str:
         if shot.audio is not None:

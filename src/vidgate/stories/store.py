@@ -35,10 +35,17 @@ class StoryState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
+    #: the deadline came (or could no longer be met) before every shot was made
+    EXPIRED = "expired"
 
     @property
     def terminal(self) -> bool:
-        return self in (StoryState.SUCCEEDED, StoryState.FAILED, StoryState.CANCELED)
+        return self in (
+            StoryState.SUCCEEDED,
+            StoryState.FAILED,
+            StoryState.CANCELED,
+            StoryState.EXPIRED,
+        )
 
 
 class StoryDoc(BaseModel):
@@ -63,6 +70,11 @@ class StoryDoc(BaseModel):
     film: dict[str, Any] | None = None
     record: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    #: set when no more shots may start (the story's budget or deadline): {state, error};
+    #: the story ends in that state once the shots already running have ended
+    halt: dict[str, Any] | None = None
+    #: why the next shot waits (the tenant's cap on running jobs), while it does
+    waiting: str | None = None
     synthetic: bool = False
     created_at: datetime
     updated_at: datetime
