@@ -206,12 +206,14 @@ async def idempotent(
             headers={"Retry-After": "1"},  # pragma: no mutate — names are case-insensitive
         )
     if st.outcome == "replay":
-        status = st.status_code or 200
+        # a finished key always holds its status and body (idem_finish writes both): the
+        # fallbacks only narrow the Optional types, and no replay can reach them
+        status = st.status_code or 200  # pragma: no mutate — see above
         return Response(
-            st.response or "",
+            st.response or "",  # pragma: no mutate — see above
             status_code=status,
             media_type=media_type(request, status),
-            headers={"Idempotent-Replayed": "true"},
+            headers={"Idempotent-Replayed": "true"},  # pragma: no mutate — case-insensitive
         )
     try:
         resp = await handler()
