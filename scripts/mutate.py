@@ -423,6 +423,12 @@ def main() -> int:
     ap.add_argument("--max-minutes", type=float, help="stop each target after this long")
     ap.add_argument("--survivors", action="store_true", help="re-check the last survivors")
     ap.add_argument("--exclusions", action="store_true", help="list unmutated lines, why")
+    ap.add_argument(
+        "--collect",
+        type=float,
+        metavar="SECONDS",
+        help="record a stopped run's figures from its scratch copy (with its run time)",
+    )
     args = ap.parse_args()
     if args.exclusions:
         for target in [TARGETS[t] for t in args.targets] or list(TARGETS.values()):
@@ -438,6 +444,17 @@ def main() -> int:
         report([figures[t] for t in TARGETS if t in figures])
         return 0
     chosen = [TARGETS[t] for t in args.targets] or list(TARGETS.values())
+    if args.collect:
+        # a run stopped by hand: what its scratch copy holds now becomes the target's figures
+        rows = []
+        for target in (t for t in chosen if (WORK / t.name / "mutants").exists()):
+            scratch = WORK / target.name
+            row = _rows(target.name, _results(scratch), scratch, args.collect)
+            row["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+            rows.append(row)
+            figures[target.name] = row
+        last.write_text(json.dumps(figures, indent=1))
+        return 0 if report(rows) else 3
     limit_s = args.max_minutes * 60 if args.max_minutes else None
     rows = []
     for target in chosen:
