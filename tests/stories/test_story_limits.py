@@ -258,3 +258,37 @@ def test_past_its_deadline_no_shot_starts_and_the_story_expires_keeping_what_was
     finally:
         gw.close()
         sb.stop()
+
+
+def test_a_shot_made_before_a_crash_is_recorded_even_when_the_budget_has_no_room_now(
+    tmp_path: Path,
+) -> None:
+    # the first shot's job is created, the process dies before the story records it, and
+    # the story is resumed after the prices doubled: the job exists (and bills) whatever
+    # the budget says now, so the story takes it up and accounts for it
+    cheap, dear = story_catalog(), _catalog(_doubled)
+    sb = SandboxServer(tmp_path / "sandbox", dear, time_scale=0.004).start()
+    first = Gateway(sandbox_settings(tmp_path / "home", sb.url), catalog=cheap)
+    a, b = _planned_costs(first)
+    loaded = load_story(_story(round(a + b, 6)))
+    plan, _ = plan_story(loaded, first.router(), first.catalog)
+    first.accounts.ensure_tenant("default")
+    doc, _ = submit_story(first, loaded, plan)
+    [claim] = story_store(first).claim("crashing-worker", story_id=doc.id, lease_s=0)
+    orphan, _ = StoryDriver(first)._create_child(claim, 0, plan.shots[0].segments[0], None)
+    first.close()
+
+    gw = Gateway(sandbox_settings(tmp_path / "home", sb.url), catalog=dear)
+    try:
+        doc = asyncio.run(run_story(gw, doc.id, timeout_s=60))
+        assert doc.children.get("0.0") == orphan.id
+        assert gw.store.get(orphan.id).state.terminal
+        assert doc.state.value == "failed"
+        assert doc.error is not None
+        assert doc.error["code"] == "story_budget_exceeded"
+        assert "shot 2 segment 1" in doc.error["message"]
+        assert sb.core.store.stats()["creates"] == 1
+        _accounted(gw, doc)
+    finally:
+        gw.close()
+        sb.stop()

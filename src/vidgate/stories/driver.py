@@ -403,6 +403,19 @@ class StoryDriver:
                 before = jobs.get(f"{shot.index}.{seg.index - 1}") if seg.index else None
                 if seg.index and (before is None or before.state is not JobState.SUCCEEDED):
                     break  # waits for the segment it continues
+                made = await asyncio.to_thread(self._made_before, doc, key)
+                if made is not None:
+                    # created before a crash, never recorded: it is this story's whatever
+                    # the limits say now (it may be running, and it is billed)
+                    held = made.reserved_usd or 0.0
+                    take = min(held, max(0.0, claim.reserved_usd)) if doc.held else 0.0
+                    doc.children[key] = made.id
+                    jobs[key] = made
+                    await asyncio.to_thread(
+                        self.stories.save, claim, release=False, take_usd=take, next_run_s=0.3
+                    )
+                    created = True
+                    break
                 ready = await self._may_start(claim, shot, seg)
                 if not ready:
                     return created
@@ -454,6 +467,22 @@ class StoryDriver:
                 created = True
                 break
         return created
+
+    def _made_before(self, doc: StoryDoc, key: str) -> Job | None:
+        """The child of ``key`` if one was created and the story never recorded it."""
+        from sqlalchemy import select
+
+        from vidgate.jobs import db
+
+        shot, seg = (int(x) for x in key.split("."))
+        j = db.jobs
+        with self.gw.store.engine.begin() as conn:
+            jid = conn.execute(
+                select(j.c.id).where(
+                    j.c.tenant == doc.tenant, j.c.idempotency_key == child_key(doc.id, shot, seg)
+                )
+            ).scalar()
+        return None if jid is None else self.gw.store.get(str(jid))
 
     async def _may_start(self, claim: StoryClaim, shot: ShotPlan, seg: SegmentPlan) -> bool:
         doc = claim.doc
