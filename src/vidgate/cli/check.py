@@ -62,7 +62,12 @@ def check(
     if file is None:
         fail("give the video file to check: vidgate check FILE (or --list for the checks)")
     if not file.is_file():
-        fail(f"{file}: no such file; give the path of a video file")
+        what = "no such file"
+        if file.is_dir():
+            what = "is a directory"
+        elif file.exists():
+            what = "is not a regular file"  # a device or pipe (/dev/zero never ends)
+        fail(f"{file}: {what}; give the path of a video file")
     short, size = None, None
     ratio = None
     try:

@@ -53,6 +53,8 @@ def story(
     problems = list(checked.problems)
     if not dry_run and output is None:
         _fail_lines(["-o/--output: where to write the film, e.g. -o film.mp4"])
+    if not dry_run and output is not None:
+        _check_output(output)  # before any shot is paid for, not after the film is made
     from vidgate.gateway import Gateway
 
     gw = Gateway(settings_from(sandbox))
@@ -83,8 +85,16 @@ def story(
             doc = asyncio.run(_run(gw, doc.id, bars))
         if doc.state.value != "succeeded" or doc.film is None:
             msg = (doc.error or {}).get("message", doc.state.value)
-            _fail_lines([f"story {doc.id} {doc.state.value}: {msg}"], code=1)
-        written = _write_outputs(gw, doc.film, doc.shot_files, doc.record or {}, output)
+            _fail_lines([f"story {doc.id} {doc.state.value}: {msg}{_kept(gw, doc, output)}"], 1)
+        try:
+            written = _write_outputs(gw, doc.film, doc.shot_files, doc.record or {}, output)
+        except OSError as e:
+            _fail_lines(
+                [
+                    f"-o {output}: cannot write the film ({e.strerror or e}); the story is kept:"
+                    " run the same command with another -o to write it without paying again"
+                ]
+            )
         if as_json:
             print_json({"story": doc.id, "film": str(output), **written, "record": doc.record})
         else:
@@ -97,6 +107,20 @@ def story(
             )
     finally:
         gw.close()
+
+
+def _check_output(output: Path) -> None:
+    """-o names a file whose folder exists or can be made."""
+    if output.is_dir():
+        _fail_lines([f"-o {output} is a directory; give a file name, e.g. -o film.mp4"])
+    if output.exists() and not output.is_file():
+        _fail_lines([f"-o {output} is not a regular file; give a file name, e.g. -o film.mp4"])
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _fail_lines([f"-o {output}: cannot make its folder ({e.strerror or e})"])
+    if not output.parent.is_dir():
+        _fail_lines([f"-o {output}: {output.parent} is not a directory"])
 
 
 async def _run(gw: Any, story_id: str, bars: _Bars) -> Any:
@@ -193,11 +217,29 @@ class _Bars:
             self.progress.update(self.film, completed=float(doc.progress))
 
 
+def _kept(gw: Any, doc: Any, output: Path) -> str:
+    """A story that ended without its film: write the shots it finished and its record
+    beside where the film would be; what was written, for the error line."""
+    if doc.record is None:
+        return ""
+    try:
+        written = _write_outputs(gw, None, doc.shot_files, doc.record, output)
+    except OSError as e:
+        return f" (the finished shots could not be written: {e.strerror or e})"
+    n = len(doc.shot_files)
+    return f"; kept {n} finished shot(s) in {written['shots_dir']}, record {written['record']}"
+
+
 def _write_outputs(
-    gw: Any, film: dict[str, Any], shots: dict[str, str], record: dict[str, Any], output: Path
+    gw: Any,
+    film: dict[str, Any] | None,
+    shots: dict[str, str],
+    record: dict[str, Any],
+    output: Path,
 ) -> dict[str, str]:
     output.parent.mkdir(parents=True, exist_ok=True)
-    _copy(gw, film["uri"], output)
+    if film is not None:
+        _copy(gw, film["uri"], output)
     shots_dir = output.with_name(output.stem + ".shots")
     shots_dir.mkdir(exist_ok=True)
     for k, uri in sorted(shots.items(), key=lambda kv: int(kv[0])):
@@ -205,7 +247,7 @@ def _write_outputs(
     rec_path = output.with_name(output.stem + ".record.json")
     rec_path.write_text(json.dumps(record, indent=2, default=str))
     out = {"shots_dir": str(shots_dir), "record": str(rec_path)}
-    if film.get("captions_uri"):
+    if film is not None and film.get("captions_uri"):
         cap = output.with_suffix(Path(film["captions_uri"]).suffix)
         _copy(gw, film["captions_uri"], cap)
         out["captions"] = str(cap)

@@ -149,12 +149,19 @@ def make_dev_ca(folder: Path, *, force: bool = False) -> DevCA:
             f"{folder} already has {', '.join(present)}; pass --force to replace them "
             "(jobs signed with the old key stay valid)"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    for p in (out.cert, out.ca, out.key):
-        p.unlink(missing_ok=True)
     ca = new_ca()
     leaf = new_leaf(ca)
-    _write(out.key, leaf.key_pem, 0o600)
-    _write(out.cert, leaf.cert_pem + ca.cert_pem, 0o644)
-    _write(out.ca, ca.cert_pem, 0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for p in (out.cert, out.ca, out.key):
+            p.unlink(missing_ok=True)
+        _write(out.key, leaf.key_pem, 0o600)
+        _write(out.cert, leaf.cert_pem + ca.cert_pem, 0o644)
+        _write(out.ca, ca.cert_pem, 0o644)
+    except OSError as e:
+        # an unwritable or impossible place: one line, not a traceback
+        raise InvalidRequest(
+            f"cannot write the development CA into {folder}: {e.strerror or e}; "
+            "give a directory you can write to"
+        ) from None
     return out

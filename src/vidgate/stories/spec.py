@@ -638,10 +638,26 @@ def load_story(text: str, *, source: str = "story", base_dir: Path | None = None
 
 
 def read_story_file(path: Path) -> str:
+    """The story file's text; one line naming the problem when it cannot be (missing, a
+    directory or device, over MAX_STORY_BYTES, not UTF-8). Reads at most one byte past the
+    limit, so a huge file or /dev/zero is refused without being read."""
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidRequest(f"cannot read story file {path}: {e}") from None
+        if not path.is_file():
+            what = "a directory" if path.is_dir() else "not a regular file"
+            if not path.exists():
+                what = "not found"
+            raise InvalidRequest(f"story file {path}: {what}; give a YAML or JSON story file")
+        with path.open("rb") as f:
+            raw = f.read(MAX_STORY_BYTES + 1)
+        if len(raw) > MAX_STORY_BYTES:
+            raise InvalidRequest(
+                f"story file {path} is over {MAX_STORY_BYTES} bytes; split the story"
+            )
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"story file {path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as e:
+        raise InvalidRequest(f"cannot read story file {path}: {e.strerror or e}") from None
 
 
 def load_story_file(path: Path) -> LoadedStory:
