@@ -53,6 +53,8 @@ def story(
     problems = list(checked.problems)
     if not dry_run and output is None:
         _fail_lines(["-o/--output: where to write the film, e.g. -o film.mp4"])
+    if not dry_run and output is not None:
+        _check_output(output)  # before any shot is paid for, not after the film is made
     from vidgate.gateway import Gateway
 
     gw = Gateway(settings_from(sandbox))
@@ -84,7 +86,15 @@ def story(
         if doc.state.value != "succeeded" or doc.film is None:
             msg = (doc.error or {}).get("message", doc.state.value)
             _fail_lines([f"story {doc.id} {doc.state.value}: {msg}{_kept(gw, doc, output)}"], 1)
-        written = _write_outputs(gw, doc.film, doc.shot_files, doc.record or {}, output)
+        try:
+            written = _write_outputs(gw, doc.film, doc.shot_files, doc.record or {}, output)
+        except OSError as e:
+            _fail_lines(
+                [
+                    f"-o {output}: cannot write the film ({e.strerror or e}); the story is kept:"
+                    " run the same command with another -o to write it without paying again"
+                ]
+            )
         if as_json:
             print_json({"story": doc.id, "film": str(output), **written, "record": doc.record})
         else:
@@ -97,6 +107,20 @@ def story(
             )
     finally:
         gw.close()
+
+
+def _check_output(output: Path) -> None:
+    """-o names a file whose folder exists or can be made."""
+    if output.is_dir():
+        _fail_lines([f"-o {output} is a directory; give a file name, e.g. -o film.mp4"])
+    if output.exists() and not output.is_file():
+        _fail_lines([f"-o {output} is not a regular file; give a file name, e.g. -o film.mp4"])
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _fail_lines([f"-o {output}: cannot make its folder ({e.strerror or e})"])
+    if not output.parent.is_dir():
+        _fail_lines([f"-o {output}: {output.parent} is not a directory"])
 
 
 async def _run(gw: Any, story_id: str, bars: _Bars) -> Any:
