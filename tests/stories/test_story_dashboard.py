@@ -81,9 +81,11 @@ def test_the_story_view_shows_the_shots_and_plays_the_film(
     shots = page.locator("#strip li.shot")
     expect(shots).to_have_count(2)
     for n in (1, 2):
-        expect(page.locator(f"#strip li[data-shot='{n}']")).to_have_attribute(
-            "data-state", "succeeded"
-        )
+        card = page.locator(f"#strip li[data-shot='{n}']")
+        expect(card).to_have_attribute("data-state", "succeeded")
+        # each shot's quality verdict (the built-in gate's checks ran on its job)
+        expect(card).to_have_attribute("data-quality", "pass")
+        expect(card.locator(".meta")).to_contain_text("quality pass")
     # every shot's own file in the strip, and the film in the player, decoded and playing
     page.wait_for_function(
         "() => [...document.querySelectorAll('#strip video')].length === 2 && "

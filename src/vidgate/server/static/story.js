@@ -5,7 +5,7 @@
 "use strict";
 
 const KEY_STORAGE = "vidgate.apiKey";
-const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+const TERMINAL = new Set(["succeeded", "failed", "canceled", "expired"]);
 const state = { key: localStorage.getItem(KEY_STORAGE) || "", selected: null, urls: {}, timer: null };
 
 const $ = (id) => document.getElementById(id);
@@ -76,6 +76,12 @@ function shotCard(story, shot) {
   const notes = [shot.state, shot.offering];
   if (shot.segments.length > 1) notes.push(shot.segments.length + " segments (" + shot.chain + ")");
   if (shot.switched_because) notes.push("switched: " + shot.switched_because);
+  const q = shot.quality;
+  if (q) {
+    li.dataset.quality = q.verdict;
+    notes.push("quality " + q.verdict + (q.score != null ? " " + Number(q.score).toFixed(1) : "") +
+      (q.failed.length ? " (" + q.failed.join(", ") + ")" : ""));
+  }
   text(meta, notes.join(" · "));
   li.append(head, bar, meta);
   if (shot.has_file) {
