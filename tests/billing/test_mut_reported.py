@@ -87,3 +87,9 @@ def test_an_unreadable_job_row_is_skipped(store: JobStore) -> None:
     out = reported_vs_estimated(store.engine, "t")
     assert out["t"]["a"]["reported_usd"] == 0.25
     assert out["t"]["a"]["reported_clips"] == 1
+
+
+def test_sums_are_shown_to_the_millionth_of_a_dollar(store: JobStore) -> None:
+    _job(store, "t", _attempt(1, "a", 0.1234567, 0.1234567, 0.7654321))
+    row = reported_vs_estimated(store.engine, "t")["t"]["a"]
+    assert (row["estimated_usd"], row["reported_usd"]) == (0.123457, 0.765432)
