@@ -292,3 +292,31 @@ def test_a_shot_made_before_a_crash_is_recorded_even_when_the_budget_has_no_room
     finally:
         gw.close()
         sb.stop()
+
+
+def test_a_fallback_dearer_than_the_story_budget_left_is_not_tried(tmp_path: Path) -> None:
+    cat = story_catalog()
+    # the planned (cheapest) offering fails every clip; the other one costs five times more
+    faults = FaultConfig(rules=[FaultRule(kind="fail", rate=1.0, offering="reel-sandbox")])
+    sb = SandboxServer(tmp_path / "sandbox", cat, time_scale=0.004, faults=faults).start()
+    gw = Gateway(sandbox_settings(tmp_path / "home", sb.url), catalog=cat)
+    try:
+        a, b = _planned_costs(gw)
+        loaded = load_story(_story(round(a + b, 6)))
+        plan, problems = plan_story(loaded, gw.router(), gw.catalog)
+        assert problems == []
+        assert plan.shots[0].segments[0].offerings[:2] == ["reel-sandbox", "loom-sandbox"]
+        gw.accounts.ensure_tenant("default")
+        doc, _ = submit_story(gw, loaded, plan)
+        doc = asyncio.run(run_story(gw, doc.id, timeout_s=60))
+        assert doc.state.value == "failed"
+        assert doc.error is not None
+        assert doc.error["code"] == "story_budget_exceeded", doc.error
+        jobs = [gw.store.get(j) for j in doc.children.values()]
+        # no child went on to the dearer offering: only the failed clips were tried
+        assert {att.offering_id for j in jobs for att in j.attempts} == {"reel-sandbox"}
+        assert _ledger_total(gw, doc) <= a + b + 1e-9
+        _accounted(gw, doc)
+    finally:
+        gw.close()
+        sb.stop()

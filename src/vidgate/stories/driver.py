@@ -311,7 +311,11 @@ class StoryDriver:
         where = f"shot {int(shot) + 1} segment {int(seg) + 1}"
         budget = doc.plan.budget_usd
         cap = job.request.constraints.max_cost_usd
-        if budget is not None and cap is not None and "max_cost_usd" in msg:
+        capped = "max_cost_usd" in msg or any(
+            "max_cost_usd" in str(skip.get("why", ""))
+            for skip in (job.route or {}).get("skipped", [])
+        )
+        if budget is not None and cap is not None and capped:
             # its cap was what the story's budget left it: the story's budget stopped it
             return {
                 "code": "story_budget_exceeded",
