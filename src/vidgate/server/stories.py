@@ -31,7 +31,7 @@ from vidgate.server.errors import ApiError, render
 from vidgate.stories.driver import story_store, submit_story
 from vidgate.stories.plan import plan_story
 from vidgate.stories.record import shot_verdict, verdict
-from vidgate.stories.spec import MAX_STORY_BYTES, LoadedStory, Look, parse_story
+from vidgate.stories.spec import MAX_STORY_BYTES, LoadedStory, Look, json_schema, parse_story
 from vidgate.stories.store import StoryDoc, StoryState
 from vidgate.types import Job, JobState, Reference, ReferenceRole
 
@@ -147,7 +147,32 @@ async def checked_story_refs(gw: Any, loaded: LoadedStory) -> LoadedStory:
     return LoadedStory(fixed, loaded.marks, loaded.source, loaded.base_dir)
 
 
-@router.post("/stories", status_code=202)
+def _inlined(node: Any, defs: dict[str, Any]) -> Any:
+    """The story schema with its ``$defs`` references inlined (OpenAPI resolves ``$ref``
+    against the whole document, where ``#/$defs`` does not exist)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inlined(v, defs) for k, v in node.items() if k not in ("$defs", "$schema")}
+    if isinstance(node, list):
+        return [_inlined(v, defs) for v in node]
+    return node
+
+
+def _story_body() -> dict[str, Any]:
+    """The body as OpenAPI sees it: the story file's schema, so clients and the schema fuzzer
+    know it (the route reads the raw body itself, to report problems with their lines)."""
+    schema = json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _inlined(schema, schema.get("$defs", {}))}},
+        }
+    }
+
+
+@router.post("/stories", status_code=202, openapi_extra=_story_body())
 async def create_story(request: Request, key: Annotated[KeyInfo, Depends(caller)]) -> Response:
     gw = gateway(request)
     raw = await read_body(request, MAX_STORY_BYTES)
