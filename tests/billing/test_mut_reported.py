@@ -93,3 +93,14 @@ def test_sums_are_shown_to_the_millionth_of_a_dollar(store: JobStore) -> None:
     _job(store, "t", _attempt(1, "a", 0.1234567, 0.1234567, 0.7654321))
     row = reported_vs_estimated(store.engine, "t")["t"]["a"]
     assert (row["estimated_usd"], row["reported_usd"]) == (0.123457, 0.765432)
+
+
+def test_each_flagged_attempt_is_counted(store: JobStore) -> None:
+    for _ in range(2):
+        _job(
+            store,
+            "t",
+            _attempt(1, "a", 0.5, 0.9, 0.9),
+            billing={"delivery": {"attempt": 1, "over_reservation": True}},
+        )
+    assert reported_vs_estimated(store.engine, "t")["t"]["a"]["over_reservation"] == 2

@@ -106,6 +106,22 @@ def test_the_first_matching_base_rule_wins() -> None:
     assert price_of(two, R720, 2, False) == pytest.approx(0.6)
 
 
+def test_every_matching_surcharge_adds_and_rules_can_name_durations() -> None:
+    src = OFFERING.price[0].source
+    priced = OFFERING.model_copy(
+        update={
+            "price": [
+                PriceRule(usd=1.0, unit="clip", durations=[8], source=src),  # 8 s: one clip
+                PriceRule(usd=0.1, source=src),
+                PriceRule(usd=0.05, audio=True, surcharge=True, source=src),
+                PriceRule(usd=0.02, surcharge=True, source=src),
+            ]
+        }
+    )
+    assert price_of(priced, R720, 8, False) == pytest.approx(1.0 + 0.16)
+    assert price_of(priced, R720, 5, True) == pytest.approx(0.5 + 0.25 + 0.1)
+
+
 # -- a delivered clip ---------------------------------------------------------------------------
 
 
