@@ -5,7 +5,9 @@ long shots planned as segments rather than crashing the planner."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.server.conftest import sandbox_settings
-from tests.stories.story_helpers import story_catalog
+from tests.stories.story_helpers import story_catalog, write_wav
 from tests.stories.test_story_api import Api, api  # noqa: F401  (the fixture)
 from vidgate.gateway import Gateway
 from vidgate.mcp.tools import ToolInputError, VidgateTools
@@ -22,7 +24,15 @@ from vidgate.stories.plan import REQUEST_MAX_S, plan_story
 from vidgate.stories.spec import MAX_FILM_S, MAX_SHOTS, parse_story
 
 ONE_SHOT = "title: t\nshots: [{prompt: a, duration: 2}]\n"
-WAV = "data:audio/wav;base64,AAAA"
+
+
+def _wav_url() -> str:
+    with tempfile.TemporaryDirectory() as d:
+        wav = write_wav(Path(d) / "a.wav", 0.5)
+        return "data:audio/wav;base64," + base64.b64encode(wav.read_bytes()).decode()
+
+
+WAV = _wav_url()
 
 
 @pytest.mark.parametrize(
@@ -50,6 +60,34 @@ def test_a_voiceover_and_caption_inside_the_film_are_taken() -> None:
     body = ONE_SHOT + f'voiceover: [{{file: "{WAV}", at: 1.9}}]\n'
     body += "captions: [{text: hi, start: 1.9, end: 30}]\n"
     assert parse_story(body, source="body", base_dir=None).ok
+
+
+@pytest.mark.parametrize(
+    ("track", "words"),
+    [
+        ("data:audio/wav;base64,", "it is empty"),
+        ("data:audio/wav;base64," + base64.b64encode(b"not a sound").decode(), "not a readable"),
+        ("data:audio/wav;base64,@@@", "not a readable"),
+        ("https://example.com/theme.wav", "not an http(s) URL"),
+    ],
+)
+def test_a_soundtrack_that_cannot_be_played_is_refused_at_submit(track: str, words: str) -> None:
+    # over HTTP and from the CLI alike: otherwise the film fails after every shot is paid for
+    for base_dir in (None, Path(tempfile.gettempdir())):
+        body = ONE_SHOT + f'soundtrack: "{track}"\nvoiceover: "{track}"\n'
+        checked = parse_story(body, source="body", base_dir=base_dir)
+        by_field = {p.field: p.message for p in checked.problems}
+        assert set(by_field) == {"soundtrack", "voiceover"}, checked.problems
+        assert all(words in m for m in by_field.values()), by_field
+
+
+def test_a_local_sound_file_is_opened_before_anything_is_made(tmp_path: Path) -> None:
+    (tmp_path / "noise.wav").write_bytes(b"RIFF....WAVEfmt nonsense")
+    write_wav(tmp_path / "good.wav", 0.5)
+    bad = parse_story(ONE_SHOT + "soundtrack: noise.wav\n", base_dir=tmp_path)
+    assert [p.field for p in bad.problems] == ["soundtrack"]
+    assert "not a readable sound file" in bad.problems[0].message
+    assert parse_story(ONE_SHOT + "soundtrack: good.wav\n", base_dir=tmp_path).ok
 
 
 def _story(shots: int, seconds: float) -> str:

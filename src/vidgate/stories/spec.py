@@ -547,14 +547,20 @@ def _repaired(data: dict[str, Any], problems: list[Problem]) -> Story | None:
 def _file_problem(
     ref: str, base_dir: Path | None, loc: tuple[Any, ...], marks: Marks, what: str
 ) -> list[Problem]:
-    if what == "audio" and base_dir is None and ref.startswith(("http://", "https://")):
+    if what == "audio" and ref.startswith(("http://", "https://")):
+        # sound is never fetched (the film is assembled from local files or data: URLs), so
+        # an audio URL would fail the story only after every shot was paid for
+        where = "a local file or " if base_dir is not None else ""
         return [
             Problem(
                 loc,
-                "a sound file sent over HTTP is a data: URL (data:audio/wav;base64,...)",
+                f"a sound file is {where}a data: URL (data:audio/wav;base64,...), not an "
+                "http(s) URL",
                 marks.line(loc),
             )
         ]
+    if what == "audio" and ref.startswith("data:"):
+        return _audio_problem(ref, loc, marks)
     if _is_url(ref):
         return []
     if base_dir is None:
@@ -572,6 +578,41 @@ def _file_problem(
                 loc,
                 f"{what} file {ref!r} not found (looked in {base_dir}); give a path relative "
                 "to the story file or an http(s) URL",
+                marks.line(loc),
+            )
+        ]
+    if what == "audio":
+        return _audio_problem(path, loc, marks)
+    return []
+
+
+def _audio_problem(src: str | Path, loc: tuple[Any, ...], marks: Marks) -> list[Problem]:
+    """A sound file that FFmpeg cannot open as audio is refused now, not when the film is
+    assembled after every shot was paid for. Only the container's header is read."""
+    import base64
+    import binascii
+    import io
+
+    import av
+
+    name = str(src) if isinstance(src, Path) else "the data: URL"
+    try:
+        if isinstance(src, Path):
+            data: Any = str(src)
+        else:
+            payload = src.partition(",")[2]
+            data = io.BytesIO(base64.b64decode(payload, validate=True))
+            if not data.getbuffer().nbytes:
+                raise ValueError("it is empty")
+        with av.open(data) as c:
+            if not c.streams.audio:
+                raise ValueError("it has no audio stream")
+    except (av.error.FFmpegError, binascii.Error, ValueError, OSError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return [
+            Problem(
+                loc,
+                f"{name} is not a readable sound file ({why[:120]}); give WAV, MP3 or M4A audio",
                 marks.line(loc),
             )
         ]
