@@ -206,6 +206,18 @@ def test_pending_rows_count_in_spend_until_resolved(store: JobStore) -> None:
     assert row["by_offering"]["off-a"]["clips"] == 1
 
 
+def test_spend_is_shown_to_the_millionth_of_a_dollar(store: JobStore) -> None:
+    accounts = Accounts(store)
+    accounts.ensure_tenant("t")
+    _finish(store, "t", ("off-a", 0.1, "charge"), ("off-a", 0.2, "charge"))
+    _finish(store, "t", ("off-b", 0.1234567, "charge"), ("off-b", 0.7654321, "pending"))
+    [row] = accounts.spend("t")
+    assert row["by_offering"]["off-a"]["usd"] == 0.3  # not 0.30000000000000004
+    assert row["by_offering"]["off-b"]["usd"] == 0.123457
+    assert row["pending_usd"] == 0.765432
+    assert row["spent_usd"] == 1.188889
+
+
 def test_spend_is_per_tenant_and_sorted(store: JobStore) -> None:
     accounts = Accounts(store)
     accounts.ensure_tenant("b", budget_usd=3.0)
