@@ -288,6 +288,20 @@ def build_server(tools: VidgateTools) -> VidgateMCP:
     return server
 
 
+def _local_only(host: str) -> Any:
+    """DNS-rebinding protection for the bound host, whichever loopback address it is: the
+    server has no authentication, so a web page that points a name at it must be refused by
+    Host and Origin. (The SDK turns this on by itself only for 127.0.0.1, localhost, ::1.)"""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    names = {"127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host}
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=sorted(f"{n}:*" for n in names),
+        allowed_origins=sorted(f"http://{n}:*" for n in names),
+    )
+
+
 async def serve(
     settings: Settings, transport: Transport, *, host: str = "127.0.0.1", port: int = 8000
 ) -> None:
@@ -305,7 +319,7 @@ async def serve(
         else:
             import uvicorn
 
-            app = server.streamable_http_app(host=host)
+            app = server.streamable_http_app(host=host, transport_security=_local_only(host))
             config = uvicorn.Config(app, host=host, port=port, log_level="warning")
             await uvicorn.Server(config).serve()
     finally:
