@@ -3,6 +3,7 @@ unknown id does (404, same body but for the id), and its cancel changes nothing.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -42,3 +43,25 @@ def test_another_tenants_story_is_an_unknown_story_on_every_route(
         # mallory's cancel did nothing: alice's story still runs, and alice can cancel it
         assert alice.get(f"/v1/stories/{sid}").json()["state"] in ("queued", "running")
         assert alice.post(f"/v1/stories/{sid}/cancel").status_code == 200
+
+
+def test_a_finished_storys_views_never_show_our_storage(
+    tmp_path: Path,
+    api: Api,  # noqa: F811
+) -> None:
+    root = str(api.gw.storage.root)
+    with api.client("alice", budget=5.0) as alice:
+        sid = alice.post("/v1/stories", json=_story(tmp_path)).json()["id"]
+        deadline = time.monotonic() + 120
+        while (doc := alice.get(f"/v1/stories/{sid}").json())["state"] != "succeeded":
+            assert doc["state"] not in ("failed", "canceled", "expired"), doc
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.2)
+        record = alice.get(f"/v1/stories/{sid}/record")
+        assert record.status_code == 200
+        assert record.json()["matches_ledger"] is True
+        assert len(record.json()["shots"]) == 2
+        for text in (alice.get(f"/v1/stories/{sid}").text, record.text):
+            assert root not in text
+            assert "file://" not in text
+            assert f"{api.gw.storage.protocol}://" not in text

@@ -107,10 +107,29 @@ def view(doc: StoryDoc, jobs: dict[str, Job]) -> dict[str, Any]:
         "shots": shots,
         "joins": doc.joins,
         "film": film,
-        "record": doc.record,
+        "record": public_record(doc.record),
         "error": doc.error,
         "waiting": doc.waiting,
     }
+
+
+_STORAGE_KEYS = ("uri", "record_uri", "captions_uri")
+
+
+def public_record(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The story's record as clients see it: our storage URIs (the film's, each shot's file)
+    left out; the files are served by the content routes."""
+    if record is None:
+        return None
+    out = dict(record)
+    if isinstance(out.get("film"), dict):
+        out["film"] = {k: v for k, v in out["film"].items() if k not in _STORAGE_KEYS}
+    if isinstance(out.get("shots"), list):
+        out["shots"] = [
+            {k: v for k, v in s.items() if k != "file"} if isinstance(s, dict) else s
+            for s in out["shots"]
+        ]
+    return out
 
 
 def _own(request: Request, story_id: str, tenant: str) -> StoryDoc:
@@ -315,4 +334,4 @@ def story_record(
     doc = _own(request, story_id, key.tenant)
     if doc.record is None:
         raise ApiError(409, "not_ready", f"story {story_id} is {doc.state.value}; no record yet")
-    return doc.record
+    return public_record(doc.record) or {}
