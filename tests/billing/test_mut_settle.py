@@ -85,7 +85,9 @@ def _job(
 
 
 def _billed(job: Job, attempt: Attempt) -> float:
-    return delivered_charge(job, attempt, OFFERING).amount_usd
+    charge = delivered_charge(job, attempt, OFFERING)
+    assert charge.kind == "charge"  # a delivered clip is billed, whatever it is priced at
+    return charge.amount_usd
 
 
 # -- list prices --------------------------------------------------------------------------------
@@ -286,14 +288,14 @@ def test_a_success_is_charged_what_was_delivered_or_what_was_reported() -> None:
     assert (late.kind, late.amount_usd, late.note) == ("charge", ESTIMATE, None)
     attempt.reported_cost = _reported(0.65)
     both = attempt_charge(job, attempt, AttemptState.SUCCEEDED, OFFERING)
-    assert both.amount_usd == 0.65  # what the provider says it billed wins
+    assert (both.kind, both.amount_usd) == ("charge", 0.65)  # the provider's figure wins
     assert both.note is not None
     assert both.note["reason"] == "provider-reported cost"
     assert both.note["delivery"]["delivered"]["duration_s"] == 8.0  # the difference beside it
     job, attempt = _job()
     attempt.reported_cost = _reported(0.45)
     alone = attempt_charge(job, attempt, AttemptState.SUCCEEDED, OFFERING)
-    assert alone.amount_usd == 0.45
+    assert (alone.kind, alone.amount_usd) == ("charge", 0.45)
     assert alone.note is not None
     assert "delivery" not in alone.note
 
