@@ -1,6 +1,7 @@
 """`make demo`: the main job, offline. Runs vidgate's CLI against the sandbox (no keys, no
-network): lists the catalog, routes a request, generates two real MP4s, and prices a
-multi-model workload with the planner."""
+network): lists the catalog, routes a request, generates two real MP4s (each checked by the
+quality stages and signed with C2PA by an offline test CA), verifies one, makes a two-shot
+film from a story file, and prices a multi-model workload with the planner."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ def run() -> None:
     os.environ["VIDGATE_SANDBOX"] = "1"
     os.environ.setdefault("VIDGATE_SANDBOX_TIME_SCALE", "0.02")
     os.environ.setdefault("VIDGATE_POLL_INTERVAL_S", "0.2")
+    # the sandbox's emulated model server: the self-hosted offerings have a route too
+    os.environ.setdefault("VIDGATE_LOCAL_DIFFUSERS_BASE_URL", "sandbox")
+
+    ca = OUT / "c2pa"
+    if not (ca / "key.pem").exists():
+        step(
+            "an offline test CA, so every output is signed with C2PA",
+            ["provenance", "dev-ca", str(ca)],
+        )
+    os.environ["VIDGATE_C2PA_CERT"] = str(ca / "cert.pem")
+    os.environ["VIDGATE_C2PA_KEY"] = str(ca / "key.pem")
 
     step("offerings under $0.06/s", ["models", "--max-price", "0.06"])
     prompt = "A red fox trots through fresh snow at dawn, low tracking shot"
@@ -49,6 +61,17 @@ def run() -> None:
         ],
     )
 
+    fox = str(OUT / "fox.mp4")
+    step(
+        "the technical checks, on any file",
+        ["check", fox, "--resolution", "720p"],
+    )
+    step("its C2PA manifest, in words", ["verify", fox, "--trust", str(ca / "ca.pem")])
+
+    story = str(ROOT / "examples/stories/fox-at-dawn.yaml")
+    step("a two-shot story: the plan", ["story", story, "--dry-run"])
+    step("and the film", ["story", story, "-o", str(OUT / "film.mp4"), "--new"])
+
     step(
         "what seed 000's multi-model platform costs with the router instead of fixed picks",
         [
@@ -61,7 +84,7 @@ def run() -> None:
 
     import av
 
-    for name in ("fox.mp4", "chefs.mp4"):
+    for name in ("fox.mp4", "chefs.mp4", "film.mp4"):
         with av.open(str(OUT / name)) as c:
             v = c.streams.video[0]
             frames = sum(1 for _ in c.decode(video=0))

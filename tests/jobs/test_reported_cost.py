@@ -32,6 +32,10 @@ H100_USD_PER_SECOND = 0.001525
 STALE_GROK_USD_PER_SECOND = 0.05
 
 
+#: that user's token rate for Seedance (the shipped one follows its per-resolution prices)
+SEEDANCE_USD_PER_M_TOKENS = 3.24
+
+
 def _catalog() -> Catalog:
     """The gateway's catalog: a user's time-priced Wan on Replicate, and a Grok price that
     lags xAI's. The sandbox serves the shipped catalog, as the providers bill."""
@@ -43,6 +47,13 @@ def _catalog() -> Catalog:
     grok = cat.offering("grok-imagine-xai")
     stale = [r.model_copy(update={"usd": STALE_GROK_USD_PER_SECOND}) for r in grok.price]
     cat.offerings["grok-imagine-xai"] = grok.model_copy(update={"price": stale})
+    # A user's Seedance entry whose per-second price ignores resolution and whose token rate
+    # is above what the estimate assumes: a 1080p clip then reports more than was held.
+    seed = cat.offering("seedance-2.0-byteplus")
+    blind = seed.price[-1].model_copy(update={"usd": 0.07, "resolutions": None})
+    cat.offerings["seedance-2.0-byteplus"] = seed.model_copy(
+        update={"price": [blind], "usd_per_million_tokens": SEEDANCE_USD_PER_M_TOKENS}
+    )
     return cat
 
 
@@ -115,7 +126,7 @@ async def test_byteplus_tokens_above_the_reservation_are_charged_and_flagged(
     tokens = 1920 * 1080 * 24 * 5 // 1024  # the task's usage.completion_tokens
     assert a.reported_cost is not None
     assert a.reported_cost["amount"] == tokens
-    usd = round(tokens * 3.24 / 1e6, 6)
+    usd = round(tokens * SEEDANCE_USD_PER_M_TOKENS / 1e6, 6)
     assert a.estimated_cost_usd == pytest.approx(0.35)  # $0.07/s, resolution-blind
     assert a.cost_usd == pytest.approx(usd)
     note = job.billing["delivery"]

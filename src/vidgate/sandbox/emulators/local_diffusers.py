@@ -65,6 +65,12 @@ def _active(core: SandboxCore, model: str) -> list[SandboxJob]:
     )
 
 
+def _compute_s(core: SandboxCore, job: SandboxJob) -> float:
+    """The emulated GPU's seconds for a job: its drawn latency before the sandbox's time
+    scale compressed it, so a demo's self-hosted price is the price of the real wait."""
+    return job.latency_s / core.time_scale if core.time_scale > 0 else job.latency_s
+
+
 def _stats(core: SandboxCore, model: str) -> dict[str, Any]:
     done = [
         j
@@ -72,7 +78,7 @@ def _stats(core: SandboxCore, model: str) -> dict[str, Any]:
         if j.model == model and _phase(j)[0] == "succeeded"
     ]
     video = sum(float(j.params["duration_s"]) for j in done)
-    compute = sum(j.latency_s for j in done)
+    compute = sum(_compute_s(core, j) for j in done)
     return {
         "jobs": len(done),
         "video_seconds": round(video, 3),
@@ -150,8 +156,8 @@ def _video(core: SandboxCore, job: SandboxJob) -> dict[str, Any]:
         out["queue_position"] = ids.index(job.id) if job.id in ids else 0
     elif phase == "succeeded":
         out["completed_at"] = int(job.created_at + job.latency_s)
-        out["compute_seconds"] = round(job.latency_s, 6)
-        out["cost_usd"] = round(job.latency_s * USD_PER_HOUR / 3600.0, 8)
+        out["compute_seconds"] = round(_compute_s(core, job), 6)
+        out["cost_usd"] = round(_compute_s(core, job) * USD_PER_HOUR / 3600.0, 8)
     elif phase == "failed":
         code = "content_rejected" if job.outcome == "fail:content_rejected" else "pipeline_error"
         if job.outcome == "ok":
