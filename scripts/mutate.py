@@ -452,7 +452,7 @@ def main() -> int:
             row = _rows(target.name, _results(scratch), scratch, args.collect)
             row["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
             rows.append(row)
-            figures[target.name] = row
+            figures = {**_load(last), target.name: row}
         last.write_text(json.dumps(figures, indent=1))
         return 0 if report(rows) else 3
     limit_s = args.max_minutes * 60 if args.max_minutes else None
@@ -479,7 +479,9 @@ def main() -> int:
         elif args.survivors and target.name in figures:
             row["seconds"] = figures[target.name]["seconds"]  # the full run's time
         rows.append(row)
-        # a narrowed run keeps the full run's figures in the summary
+        # a narrowed run keeps the full run's figures in the summary; re-read first, as
+        # another target's run may have finished meanwhile
+        figures = _load(last)
         if not row.get("narrowed") or target.name not in figures:
             figures[target.name] = row
         WORK.mkdir(exist_ok=True)
