@@ -345,9 +345,7 @@ def committed(job: Job) -> float:
     costs."""
     open_states = (AttemptState.AMBIGUOUS, AttemptState.ABANDONED, AttemptState.SUCCEEDED)
     spent = sum(
-        a.estimated_cost_usd
-        if a.cost_usd is None and a.state in open_states
-        else a.cost_usd or 0.0
+        a.estimated_cost_usd if a.cost_usd is None and a.state in open_states else a.cost_usd or 0.0
         for a in job.attempts
     )
     return round(
