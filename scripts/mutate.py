@@ -70,6 +70,7 @@ TARGETS = {
                 "tests/jobs/test_store.py",
                 "tests/server/test_budget.py",
                 "tests/server/test_idempotency.py",
+                "tests/server/test_caller.py",
             ),
         ),
         Target(
