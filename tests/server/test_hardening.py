@@ -353,9 +353,11 @@ def test_every_v1_route_authenticates_before_reading_the_body(
     assert b"missing_api_key" in body
 
 
-def test_callbacks_answer_401_or_403_never_5xx(server: Server) -> None:
+def test_callbacks_answer_401_or_403_never_5xx(idle_server: Server) -> None:
     """Forged or unsigned provider callbacks: 401 with one sentence that names no check;
-    a valid token naming another provider's job: 403."""
+    a valid token naming another provider's job: 403. The service has no worker: the test
+    claims its own job, and a worker would race it for the claim."""
+    server = idle_server
     from vidgate.jobs.callbacks import CallbackHandler
     from vidgate.types import Attempt, AttemptState, JobState
 
