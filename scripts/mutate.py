@@ -75,7 +75,12 @@ TARGETS = {
         ),
         Target(
             "jobs",
-            ("src/vidgate/jobs/driver.py", "src/vidgate/jobs/store.py"),
+            (
+                "src/vidgate/jobs/driver.py",
+                "src/vidgate/jobs/store.py",
+                # waiting for a busy offering inside the deadline (self-hosted capacity)
+                "src/vidgate/jobs/waiting.py",
+            ),
             ("tests/jobs", "tests/billing"),
             # the chaos burst (minutes of real worker restarts) and the fleet's timing tests
             # flake on a loaded machine, and one failure in the clean run voids the run
@@ -96,6 +101,38 @@ TARGETS = {
                 "tests/server/test_security.py",
                 "tests/server/test_idempotency.py",
             ),
+        ),
+        Target(
+            "stages",
+            # the quality gate's verdicts, retries and what a rejected clip costs
+            ("src/vidgate/stages/gate.py", "src/vidgate/jobs/postprocess.py"),
+            (
+                "tests/stages/test_gate.py",
+                "tests/stages/test_gate_api.py",
+                "tests/stages/test_checks.py",
+            ),
+        ),
+        Target(
+            "stories",
+            # a story's durable state, its budget and the cost it records against the ledger
+            (
+                "src/vidgate/stories/store.py",
+                "src/vidgate/stories/plan.py",
+                "src/vidgate/stories/record.py",
+            ),
+            (
+                "tests/stories/test_story_store.py",
+                "tests/stories/test_plan.py",
+                "tests/stories/test_story_limits.py",
+                "tests/stories/test_story_bounds.py",
+                "tests/stories/test_story_crash.py",
+            ),
+        ),
+        Target(
+            "local",
+            # a self-hosted offering's price from the server's measured speed, and its capacity
+            ("src/vidgate/providers/local_diffusers.py", "src/vidgate/providers/local_fleet.py"),
+            ("tests/providers/test_local_diffusers.py", "tests/jobs/test_hybrid.py"),
         ),
         Target(
             "routing",
