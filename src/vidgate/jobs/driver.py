@@ -583,7 +583,14 @@ class JobDriver:
             elif adapter.listing_for(offering) is not None:
                 started = attempt.started_at.timestamp()
                 found = await self._call(
-                    offering.provider, lookup(adapter, job.request, offering, started)
+                    offering.provider,
+                    lookup(
+                        adapter,
+                        job.request,
+                        offering,
+                        started,
+                        idempotency_key=attempt.idempotency_key,
+                    ),
                 )
                 if isinstance(found, Ambiguous):
                     raise AmbiguousSubmission(

@@ -261,9 +261,11 @@ class Provider(ABC):
         only some)."""
         return self.listing
 
-    def listed_inputs(self, request: VideoRequest, offering: Offering) -> dict[str, Any]:
-        """What the list echoes of the create this request makes, in the body's own names:
-        a listed job matches when it shows every one of these values."""
+    def listed_inputs(
+        self, request: VideoRequest, offering: Offering, *, idempotency_key: str
+    ) -> dict[str, Any]:
+        """What the list echoes of the create this request makes with this attempt's key, in
+        the body's own names: a listed job matches when it shows every one of these values."""
         raise NotImplementedError
 
     async def list_page(self, offering: Offering, cursor: str | None) -> Page:

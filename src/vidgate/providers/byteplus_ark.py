@@ -50,7 +50,7 @@ from vidgate.providers.base import (
     retry_after_seconds,
     status_table,
 )
-from vidgate.providers.lookup import Listed, Listing, Page, unix
+from vidgate.providers.lookup import Listed, Listing, Page, correlation_seed, unix
 from vidgate.providers.options import OptionField, passed, priced, url
 from vidgate.settings import Credentials
 from vidgate.types import Mode, ReferenceRole, Resolution, VideoRequest
@@ -208,8 +208,12 @@ class BytePlusArk(Provider):
                 )
         return dict(raw)
 
-    def body(self, request: VideoRequest, offering: Offering) -> dict[str, Any]:
-        """The create body; raises for what the wire cannot express."""
+    def body(
+        self, request: VideoRequest, offering: Offering, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """The create body; raises for what the wire cannot express. With the attempt's
+        ``idempotency_key`` and no seed from the caller, the seed is drawn from the key
+        (:func:`correlation_seed`): the task list shows the seed, never the prompt."""
         if request.negative_prompt:
             raise self._mismatch(offering, "Seedance takes no negative prompt")
         if request.mode in (Mode.EXTEND, Mode.VIDEO_TO_VIDEO):
@@ -246,6 +250,8 @@ class BytePlusArk(Provider):
         }
         if request.seed is not None:
             params["seed"] = request.seed
+        elif idempotency_key is not None:
+            params["seed"] = correlation_seed(idempotency_key)
         params["watermark"] = options.pop("watermark", False)  # the API default, made explicit
         if "camera_fixed" in options:
             params["camera_fixed"] = options.pop("camera_fixed")
@@ -326,8 +332,9 @@ class BytePlusArk(Provider):
     async def submit(
         self, request: VideoRequest, offering: Offering, *, idempotency_key: str
     ) -> ProviderJob:
-        # Ark documents no idempotency key: ``idempotency_key`` has nowhere to go.
-        body = self.body(request, offering)
+        # Ark documents no idempotency key; the key picks the seed instead, which the task
+        # list shows, so a create whose answer was lost can be found there (lookup.py).
+        body = self.body(request, offering, idempotency_key=idempotency_key)
         base = self.base_url_for(offering)
         resp = await send(
             self.client,
@@ -358,14 +365,17 @@ class BytePlusArk(Provider):
     # -- reconciliation by lookup (providers/lookup.py): §9b ``GET .../tasks`` -------------
 
     #: page_num/page_size, newest first. A task shows its model and video parameters, not
-    #: its prompt, so two creates alike but for the prompt are both candidates (parked).
-    #: Visibility: 5 s of margin (UNCONFIRMED).
+    #: its prompt; the seed drawn from the attempt's key (when the caller fixed none) tells
+    #: apart creates alike but for the prompt. Two creates with the caller's same seed and
+    #: shape are both candidates (parked). Visibility: 5 s of margin (UNCONFIRMED).
     listing: ClassVar[Listing | None] = Listing(visibility_s=5.0)
     #: tasks per list page asked for (the API takes 1..500)
     list_page_size: int = 100
 
-    def listed_inputs(self, request: VideoRequest, offering: Offering) -> dict[str, Any]:
-        body = self.body(request, offering)
+    def listed_inputs(
+        self, request: VideoRequest, offering: Offering, *, idempotency_key: str
+    ) -> dict[str, Any]:
+        body = self.body(request, offering, idempotency_key=idempotency_key)
         shown = ("model", "resolution", "ratio", "duration", "seed", "generate_audio")
         return {k: body[k] for k in shown if k in body}
 

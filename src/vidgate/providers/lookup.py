@@ -19,6 +19,7 @@ time window, matching and the delay live here, once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -104,6 +105,16 @@ def matches(expected: Mapping[str, Any], got: Mapping[str, Any]) -> bool:
     return all(k in got and _canon(got[k]) == _canon(v) for k, v in expected.items())
 
 
+def correlation_seed(idempotency_key: str) -> int:
+    """A seed drawn from an attempt's idempotency key, for a provider whose list echoes the
+    seed but not the prompt: sent when the caller fixed no seed (the provider would draw one
+    at random anyway), it tells apart creates that are alike but for the prompt, and the
+    same attempt recomputes it at reconciliation without storing anything more. 31 bits:
+    every seeded model takes it; two attempts collide once in ~2 billion."""
+    digest = hashlib.sha256(idempotency_key.encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 def unix(value: Any) -> float:
     """A list's ``created_at``: unix seconds, or an ISO 8601 string."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -119,6 +130,7 @@ async def lookup(
     offering: Offering,
     started_at: float,
     *,
+    idempotency_key: str,
     now: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Found:
@@ -126,7 +138,7 @@ async def lookup(
     listing = adapter.listing_for(offering)
     if listing is None:
         raise NotImplementedError(f"{adapter.protocol} does not list its jobs")
-    expected = adapter.listed_inputs(request, offering)
+    expected = adapter.listed_inputs(request, offering, idempotency_key=idempotency_key)
     hits = await _scan(adapter, offering, listing, expected, started_at, now)
     if not hits:
         wait = started_at + listing.visibility_s - now()

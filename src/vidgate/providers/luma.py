@@ -470,7 +470,9 @@ class Luma(Provider):
         # the Agents API documents no list endpoint
         return self.listing if self.api_for(offering) is DREAM_MACHINE else None
 
-    def listed_inputs(self, request: VideoRequest, offering: Offering) -> dict[str, Any]:
+    def listed_inputs(
+        self, request: VideoRequest, offering: Offering, *, idempotency_key: str
+    ) -> dict[str, Any]:
         return self.body(request, offering)
 
     async def list_page(self, offering: Offering, cursor: str | None) -> Page:

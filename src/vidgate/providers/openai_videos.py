@@ -117,7 +117,9 @@ class OpenAIVideos(Provider):
     #: prompt, size and seconds. Visibility: 5 s of margin (UNCONFIRMED by the docs).
     listing: ClassVar[Listing | None] = Listing(visibility_s=5.0)
 
-    def listed_inputs(self, request: VideoRequest, offering: Offering) -> dict[str, Any]:
+    def listed_inputs(
+        self, request: VideoRequest, offering: Offering, *, idempotency_key: str
+    ) -> dict[str, Any]:
         body = self.body(request, offering)
         return {k: body[k] for k in ("model", "prompt", "seconds", "size")}
 

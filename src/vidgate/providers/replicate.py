@@ -471,7 +471,9 @@ class Replicate(Provider):
     #: returns, so the list shows it at once; 5 s of margin (UNCONFIRMED by the docs).
     listing: ClassVar[Listing | None] = Listing(visibility_s=5.0)
 
-    def listed_inputs(self, request: VideoRequest, offering: Offering) -> dict[str, Any]:
+    def listed_inputs(
+        self, request: VideoRequest, offering: Offering, *, idempotency_key: str
+    ) -> dict[str, Any]:
         # the prediction echoes its ``input`` exactly as sent (deleted after an hour, which
         # is far outside any attempt's window)
         return self.build_input(request, offering)
