@@ -107,6 +107,8 @@ TARGETS = {
             # the quality gate's verdicts, retries and what a rejected clip costs
             ("src/vidgate/stages/gate.py", "src/vidgate/jobs/postprocess.py"),
             (
+                "tests/stages/test_mut_gate.py",
+                "tests/stages/test_mut_postprocess.py",
                 "tests/stages/test_gate.py",
                 "tests/stages/test_gate_api.py",
                 "tests/stages/test_checks.py",
@@ -121,6 +123,7 @@ TARGETS = {
                 "src/vidgate/stories/record.py",
             ),
             (
+                "tests/stories/test_mut_story.py",
                 "tests/stories/test_story_store.py",
                 "tests/stories/test_plan.py",
                 "tests/stories/test_story_limits.py",
@@ -132,7 +135,11 @@ TARGETS = {
             "local",
             # a self-hosted offering's price from the server's measured speed, and its capacity
             ("src/vidgate/providers/local_diffusers.py", "src/vidgate/providers/local_fleet.py"),
-            ("tests/providers/test_local_diffusers.py", "tests/jobs/test_hybrid.py"),
+            (
+                "tests/providers/test_mut_local.py",
+                "tests/providers/test_local_diffusers.py",
+                "tests/jobs/test_hybrid.py",
+            ),
         ),
         Target(
             "routing",
