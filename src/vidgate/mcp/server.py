@@ -98,6 +98,10 @@ class VidgateMCP(MCPServer[Any]):
             return await super().call_tool(name, arguments, context)
         except ToolError as e:
             cause = e.__cause__
+            if isinstance(cause, ToolInputError):
+                # an argument the tool itself found wrong (the SDK files any exception a tool
+                # raises as a crash and hides its text): the one line the model must read
+                raise ToolError(f"Error executing tool {name}: {cause}") from cause
             if isinstance(cause, ValidationError):
                 err = cause.errors()[0]
                 field = ".".join(str(p) for p in err["loc"]) or "arguments"
@@ -105,10 +109,6 @@ class VidgateMCP(MCPServer[Any]):
                     f"{name}: {field}: {err['msg']} (see the tool's input schema)"
                 ) from cause
             raise
-
-
-def _fail(e: ToolInputError) -> ToolError:
-    return ToolError(str(e))
 
 
 def build_server(tools: VidgateTools) -> VidgateMCP:
@@ -139,23 +139,20 @@ def build_server(tools: VidgateTools) -> VidgateMCP:
     ) -> dict[str, Any]:
         """Rank the offerings that can serve a request, explained: the choice, runners-up with
         estimated cost and latency, and every rejected offering with its reasons. Spends nothing."""
-        try:
-            req = build_request(
-                prompt,
-                duration_s=duration_s,
-                resolution=resolution,
-                aspect=aspect,
-                fps=fps,
-                audio=audio,
-                quality=quality,
-                max_cost_usd=max_cost_usd,
-                max_latency_s=max_latency_s,
-                image_url=image_url,
-                seed=seed,
-            )
-            return await tools.route(req, policy, offerings)
-        except ToolInputError as e:
-            raise _fail(e) from None
+        req = build_request(
+            prompt,
+            duration_s=duration_s,
+            resolution=resolution,
+            aspect=aspect,
+            fps=fps,
+            audio=audio,
+            quality=quality,
+            max_cost_usd=max_cost_usd,
+            max_latency_s=max_latency_s,
+            image_url=image_url,
+            seed=seed,
+        )
+        return await tools.route(req, policy, offerings)
 
     @server.tool(annotations=_SPEND)
     async def generate(
@@ -177,32 +174,26 @@ def build_server(tools: VidgateTools) -> VidgateMCP:
     ) -> dict[str, Any]:
         """Submit a video job (routed, budget held) and return its job id at once; the server's
         worker makes it. Then call follow. Costs money unless the server runs on the sandbox."""
-        try:
-            req = build_request(
-                prompt,
-                duration_s=duration_s,
-                resolution=resolution,
-                aspect=aspect,
-                fps=fps,
-                audio=audio,
-                quality=quality,
-                max_cost_usd=max_cost_usd,
-                max_latency_s=max_latency_s,
-                image_url=image_url,
-                negative_prompt=negative_prompt,
-                seed=seed,
-            )
-            return await tools.generate(req, policy, offerings, idempotency_key)
-        except ToolInputError as e:
-            raise _fail(e) from None
+        req = build_request(
+            prompt,
+            duration_s=duration_s,
+            resolution=resolution,
+            aspect=aspect,
+            fps=fps,
+            audio=audio,
+            quality=quality,
+            max_cost_usd=max_cost_usd,
+            max_latency_s=max_latency_s,
+            image_url=image_url,
+            negative_prompt=negative_prompt,
+            seed=seed,
+        )
+        return await tools.generate(req, policy, offerings, idempotency_key)
 
     @server.tool(annotations=_READ)
     async def get_job(job_id: JobId) -> dict[str, Any]:
         """A job's state, progress, offering, cost and (when done) its video's file."""
-        try:
-            return await tools.get_job(job_id)
-        except ToolInputError as e:
-            raise _fail(e) from None
+        return await tools.get_job(job_id)
 
     @server.tool(annotations=_READ)
     async def follow(
@@ -214,36 +205,24 @@ def build_server(tools: VidgateTools) -> VidgateMCP:
         async def progress(done: float, state: str) -> None:
             await ctx.report_progress(done, 1.0, state)
 
-        try:
-            return await tools.follow(job_id, timeout_s, progress)
-        except ToolInputError as e:
-            raise _fail(e) from None
+        return await tools.follow(job_id, timeout_s, progress)
 
     @server.tool(annotations=ToolAnnotations(destructive_hint=True, idempotent_hint=True))
     async def cancel_job(job_id: JobId) -> dict[str, Any]:
         """Cancel a job: at the provider where it can be, and in any case here."""
-        try:
-            return await tools.cancel(job_id)
-        except ToolInputError as e:
-            raise _fail(e) from None
+        return await tools.cancel(job_id)
 
     @server.tool(annotations=_READ)
     async def price_workload(workload: WorkloadText) -> dict[str, Any]:
         """Price a traffic mix on the catalog: per class the offering, cost per clip, per day and
         month, latency, SLA hit rate, and what single-model baselines would cost instead."""
-        try:
-            return await tools.price_workload(workload)
-        except ToolInputError as e:
-            raise _fail(e) from None
+        return await tools.price_workload(workload)
 
     @server.tool(annotations=_READ)
     async def plan_story(story: StoryText) -> dict[str, Any]:
         """Plan a multi-shot film without making it: per shot the offering, segments,
         estimated cost and time, and the total against the story's budget."""
-        try:
-            return await tools.plan_story(story)
-        except ToolInputError as e:
-            raise _fail(e) from None
+        return await tools.plan_story(story)
 
     @server.tool(annotations=_READ)
     async def story_schema() -> dict[str, Any]:
@@ -258,18 +237,12 @@ def build_server(tools: VidgateTools) -> VidgateMCP:
         """Start making a film from a story (its whole budget held up front) and return the
         story id at once; the server's worker makes the shots and assembles the film. Then
         call follow_story."""
-        try:
-            return await tools.run_story(story, idempotency_key)
-        except ToolInputError as e:
-            raise _fail(e) from None
+        return await tools.run_story(story, idempotency_key)
 
     @server.tool(annotations=_READ)
     async def get_story(story_id: StoryId) -> dict[str, Any]:
         """A story's state, progress, each segment's job, and (when done) the film and record."""
-        try:
-            return await tools.get_story(story_id)
-        except ToolInputError as e:
-            raise _fail(e) from None
+        return await tools.get_story(story_id)
 
     @server.tool(annotations=_READ)
     async def follow_story(
@@ -280,10 +253,7 @@ def build_server(tools: VidgateTools) -> VidgateMCP:
         async def progress(done: float, state: str) -> None:
             await ctx.report_progress(done, 1.0, state)
 
-        try:
-            return await tools.follow_story(story_id, timeout_s, progress)
-        except ToolInputError as e:
-            raise _fail(e) from None
+        return await tools.follow_story(story_id, timeout_s, progress)
 
     return server
 
