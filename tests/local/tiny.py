@@ -133,22 +133,29 @@ def wan_vae() -> AutoencoderKLWan:
     ).eval()
 
 
-def wan21_t2v() -> WanPipeline:
+def _wan_parts() -> dict[str, Any]:
+    """What every Wan pipeline shares: UMT5 text encoder, the Wan VAE, flow-matching steps.
+    Seeded first, so each builder's random weights are the same on every call."""
     torch.manual_seed(0)
     tok = tokenizer()
-    return WanPipeline(
+    return dict(
         tokenizer=tok,
         text_encoder=t5(len(tok), umt5=True),
         vae=wan_vae(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+    )
+
+
+def wan21_t2v() -> WanPipeline:
+    return WanPipeline(
+        **_wan_parts(),
         transformer=wan_transformer(),
     )
 
 
 def wan21_i2v() -> WanImageToVideoPipeline:
     """Wan 2.1 I2V style: a CLIP vision encoder feeds the transformer's image projection."""
-    torch.manual_seed(0)
-    tok = tokenizer()
+    parts = _wan_parts()
     encoder = CLIPVisionModel(
         CLIPVisionConfig(
             hidden_size=8,
@@ -164,10 +171,7 @@ def wan21_i2v() -> WanImageToVideoPipeline:
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
     )
     return WanImageToVideoPipeline(
-        tokenizer=tok,
-        text_encoder=t5(len(tok), umt5=True),
-        vae=wan_vae(),
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        **parts,
         transformer=wan_transformer(in_channels=36, image_dim=8, added_kv_proj_dim=24),
         image_encoder=encoder,
         image_processor=processor,
@@ -177,13 +181,8 @@ def wan21_i2v() -> WanImageToVideoPipeline:
 def wan22_t2v_a14b() -> WanPipeline:
     """Wan 2.2 A14B style: two experts; ``transformer`` takes the high-noise steps (t above
     boundary_ratio × 1000), ``transformer_2`` the low-noise ones."""
-    torch.manual_seed(0)
-    tok = tokenizer()
     return WanPipeline(
-        tokenizer=tok,
-        text_encoder=t5(len(tok), umt5=True),
-        vae=wan_vae(),
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        **_wan_parts(),
         transformer=wan_transformer(),
         transformer_2=wan_transformer(),
         boundary_ratio=0.875,
@@ -192,13 +191,8 @@ def wan22_t2v_a14b() -> WanPipeline:
 
 def wan22_i2v_a14b() -> WanImageToVideoPipeline:
     """Wan 2.2 I2V style: no image encoder (stored as null), the image enters as latents."""
-    torch.manual_seed(0)
-    tok = tokenizer()
     return WanImageToVideoPipeline(
-        tokenizer=tok,
-        text_encoder=t5(len(tok), umt5=True),
-        vae=wan_vae(),
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        **_wan_parts(),
         transformer=wan_transformer(in_channels=36),
         transformer_2=wan_transformer(in_channels=36),
         boundary_ratio=0.9,
@@ -356,13 +350,9 @@ def _cogvideox_parts() -> dict[str, Any]:
     return dict(tokenizer=tok, text_encoder=t5(len(tok)), vae=vae)
 
 
-def cogvideox_t2v() -> CogVideoXPipeline:
-    """CogVideoX 2B style (sincos positions); 9 frames is this tiny model's sample_frames."""
-    parts = _cogvideox_parts()
-    transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=4,
-        attention_head_dim=8,
-        in_channels=4,
+def _cogvideox_transformer(**shape: Any) -> CogVideoXTransformer3DModel:
+    """The tiny transformer both CogVideoX pipelines share; ``shape`` sets heads and inputs."""
+    return CogVideoXTransformer3DModel(
         out_channels=4,
         time_embed_dim=2,
         text_embed_dim=32,
@@ -373,7 +363,14 @@ def cogvideox_t2v() -> CogVideoXPipeline:
         patch_size=2,
         temporal_compression_ratio=4,
         max_text_seq_length=16,
+        **shape,
     ).eval()
+
+
+def cogvideox_t2v() -> CogVideoXPipeline:
+    """CogVideoX 2B style (sincos positions); 9 frames is this tiny model's sample_frames."""
+    parts = _cogvideox_parts()
+    transformer = _cogvideox_transformer(num_attention_heads=4, attention_head_dim=8, in_channels=4)
     return CogVideoXPipeline(transformer=transformer, scheduler=CogVideoXDDIMScheduler(), **parts)
 
 
@@ -381,23 +378,13 @@ def cogvideox_i2v() -> CogVideoXImageToVideoPipeline:
     """CogVideoX 5B-I2V style: rotary positions, image latents concatenated (2× channels)."""
     parts = _cogvideox_parts()
     # Rotary positions split the head dim 3:3:2 per axis (h, w, t), each even: 16 works, 8 not.
-    transformer = CogVideoXTransformer3DModel(
+    transformer = _cogvideox_transformer(
         num_attention_heads=2,
         attention_head_dim=16,
         in_channels=8,
-        out_channels=4,
-        time_embed_dim=2,
-        text_embed_dim=32,
-        num_layers=1,
-        sample_width=2,
-        sample_height=2,
-        sample_frames=9,
-        patch_size=2,
-        temporal_compression_ratio=4,
-        max_text_seq_length=16,
         use_rotary_positional_embeddings=True,
         use_learned_positional_embeddings=True,
-    ).eval()
+    )
     return CogVideoXImageToVideoPipeline(
         transformer=transformer, scheduler=CogVideoXDDIMScheduler(), **parts
     )
@@ -407,6 +394,26 @@ HUNYUAN_CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+def _hunyuan15_transformer(task_type: str) -> HunyuanVideo15Transformer3DModel:
+    return HunyuanVideo15Transformer3DModel(
+        in_channels=9,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=1,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=1,
+        patch_size_t=1,
+        text_embed_dim=16,
+        text_embed_2_dim=32,
+        image_embed_dim=12,  # the I2V pipeline's SigLIP hidden size
+        rope_axes_dim=(2, 2, 4),
+        target_size=16,
+        task_type=task_type,
+    ).eval()
 
 
 def hunyuan15_t2v() -> HunyuanVideo15Pipeline:
@@ -440,23 +447,7 @@ def hunyuan15_t2v() -> HunyuanVideo15Pipeline:
             decoder_start_token_id=0,
         )
     ).eval()
-    transformer = HunyuanVideo15Transformer3DModel(
-        in_channels=9,
-        out_channels=4,
-        num_attention_heads=2,
-        attention_head_dim=8,
-        num_layers=1,
-        num_refiner_layers=1,
-        mlp_ratio=2.0,
-        patch_size=1,
-        patch_size_t=1,
-        text_embed_dim=16,
-        text_embed_2_dim=32,
-        image_embed_dim=12,
-        rope_axes_dim=(2, 2, 4),
-        target_size=16,
-        task_type="t2v",
-    ).eval()
+    transformer = _hunyuan15_transformer("t2v")
     vae = AutoencoderKLHunyuanVideo15(
         in_channels=3,
         out_channels=3,
@@ -484,23 +475,7 @@ def hunyuan15_i2v() -> HunyuanVideo15ImageToVideoPipeline:
     """The I2V pipeline sizes the video from the image; a tiny SigLIP encodes it."""
     components = dict(hunyuan15_t2v().components)
     torch.manual_seed(0)
-    components["transformer"] = HunyuanVideo15Transformer3DModel(
-        in_channels=9,
-        out_channels=4,
-        num_attention_heads=2,
-        attention_head_dim=8,
-        num_layers=1,
-        num_refiner_layers=1,
-        mlp_ratio=2.0,
-        patch_size=1,
-        patch_size_t=1,
-        text_embed_dim=16,
-        text_embed_2_dim=32,
-        image_embed_dim=12,  # the SigLIP hidden size below
-        rope_axes_dim=(2, 2, 4),
-        target_size=16,
-        task_type="i2v",
-    ).eval()
+    components["transformer"] = _hunyuan15_transformer("i2v")
     components["image_encoder"] = SiglipVisionModel(
         SiglipVisionConfig(
             hidden_size=12,
