@@ -122,13 +122,15 @@ TARGETS = {
                 "src/vidgate/stories/plan.py",
                 "src/vidgate/stories/record.py",
             ),
+            # (not test_story_crash.py: its SIGKILLed CLI is 38 of the selection's 60 s and
+            # every surviving store or plan mutant would rerun it; the fenced store writes and
+            # leases it relies on are pinned in-process by test_mut_story and test_story_store)
             (
                 "tests/stories/test_mut_story.py",
                 "tests/stories/test_story_store.py",
                 "tests/stories/test_plan.py",
                 "tests/stories/test_story_limits.py",
                 "tests/stories/test_story_bounds.py",
-                "tests/stories/test_story_crash.py",
             ),
         ),
         Target(

@@ -628,6 +628,38 @@ def test_a_plan_with_an_unplannable_shot_and_over_budget_says_partial(tmp_path: 
     )
 
 
+def test_a_shot_the_primary_cannot_make_says_every_reason(tmp_path: Path) -> None:
+    raw = yaml.safe_load((HERE / "story_catalog.yaml").read_text())
+    for o in raw["offerings"]:
+        if o["id"] == "loom-sandbox":  # only long clips: reel serves more shots
+            o["capabilities"]["durations"] = {"min": 7, "max": 10, "step": 1}
+    cat = catalog_from_yaml(yaml.safe_dump(raw), "long-loom")
+    g = Gateway(sandbox_settings(tmp_path / "home", "http://127.0.0.1:9"), catalog=cat)
+    try:
+        text = (
+            "title: T\nresolution: 480p\nshots:\n"
+            "  - {prompt: a, duration: 5}\n  - {prompt: b, duration: 5}\n"
+            "  - {prompt: c, duration: 8, audio: native}\n"
+        )
+        plan, problems = plan_story(load_story(text), g.router(), g.catalog)
+    finally:
+        g.close()
+    assert problems == []
+    assert plan.primary == "reel-sandbox"
+    assert [s.offering_id for s in plan.shots] == ["reel-sandbox", "reel-sandbox", "loom-sandbox"]
+    # both of reel's reasons, one after the other
+    assert plan.shots[2].switched_because == (
+        "reel-sandbox cannot: 8s not available (nearest 6s, max 6s); no native audio"
+    )
+
+
+def test_the_longest_request_is_the_requests_own_declared_bound() -> None:
+    from vidgate.stories.plan import _request_max_s
+
+    [le] = [m.le for m in VideoRequest.model_fields["duration_s"].metadata if hasattr(m, "le")]
+    assert _request_max_s() == float(le) == REQUEST_MAX_S
+
+
 # --- the record against the ledger -------------------------------------------------------
 
 

