@@ -41,6 +41,9 @@ from vidgate.types import Job, JobState, VideoRequest
 
 #: how often a running process re-learns latency and failure stats from the job store
 STATS_REFRESH_S = 120.0
+#: connections the shared HTTP client opens and keeps, across every provider host: room for
+#: a few providers' worth of the worker's per-provider calls in flight (64 each by default)
+POOL_CONNECTIONS = 256
 
 
 class Gateway:
@@ -135,6 +138,15 @@ class Gateway:
             t = self.settings.http_timeout_s
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(t, connect=min(10.0, t)),
+                # Keep every connection a worker's polls open alive between rounds: httpx's
+                # default keeps 20, so each round of thousands of polls closed and reopened
+                # the rest (a new TLS handshake each at a real provider). 30 s outlives the
+                # usual poll interval and stays under the common 60 s server idle timeouts.
+                limits=httpx.Limits(
+                    max_connections=POOL_CONNECTIONS,
+                    max_keepalive_connections=POOL_CONNECTIONS,
+                    keepalive_expiry=30.0,
+                ),
                 transport=httpx.AsyncHTTPTransport(retries=0),
                 follow_redirects=False,
             )

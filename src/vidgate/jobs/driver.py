@@ -66,6 +66,7 @@ from vidgate.errors import (
 )
 from vidgate.jobs import waiting
 from vidgate.jobs.crash import crash_point
+from vidgate.jobs.lanes import Lane
 from vidgate.jobs.postprocess import PostProcessor, job_cost, post_process
 from vidgate.jobs.store import Claim, JobStore, LedgerEntry, OutboxEvent
 from vidgate.jobs.webhooks import events_for
@@ -156,6 +157,7 @@ class JobDriver:
         fallback_on_stall: bool = True,
         top_up: Callable[[Claim, float], bool] | None = None,
         post: PostProcessor | None = None,
+        store_lane: Lane | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
@@ -175,6 +177,8 @@ class JobDriver:
         self.top_up = top_up
         #: post-generation stages and the quality gate (VIDGATE_STAGES when not given)
         self._post = post
+        #: the store's own threads (jobs/lanes.py); None: the loop's default pool
+        self.store_lane = store_lane
         #: jobs between a stored intent and a stored provider id (a graceful shutdown waits
         #: for these instead of cutting them off)
         self.on_wire: set[str] = set()
@@ -191,6 +195,8 @@ class JobDriver:
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         # The store is synchronous; keep the event loop free for the thousands of polls.
+        if self.store_lane is not None:
+            return await self.store_lane.run(fn, *args, **kw)
         return await asyncio.to_thread(fn, *args, **kw)
 
     async def _call(self, provider: str, coro: Awaitable[T]) -> T:

@@ -194,12 +194,13 @@ async def _run(
         if cost > 0 and (why := await driver._cover(claim, committed(job) + cost)) is not None:
             await _keep(driver, claim, idx, pos, stage, _skipped(stage, video, why))
             continue
-        workdir = Path(tempfile.mkdtemp(prefix=f"vidgate-{stage.name}-"))
+        # made and removed off the event loop: on a busy disk each takes milliseconds
+        workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"vidgate-{stage.name}-"))
         try:
             result = await _one(driver, claim, stage, video, gate, workdir)
             await _keep(driver, claim, idx, pos, stage, result)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
 
 async def _keep(

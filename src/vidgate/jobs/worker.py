@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from vidgate.jobs.driver import JobDriver, Pacer, ProgressFn
+from vidgate.jobs.lanes import Lane
 from vidgate.jobs.postprocess import PostProcessor
 from vidgate.jobs.store import Claim, StaleLease
 from vidgate.jobs.webhooks import Deliverer
@@ -59,6 +60,9 @@ class WorkerConfig:
     max_drive_errors: int = 3
     #: also step stories (parents whose shots are this store's jobs)
     drive_stories: bool = True
+    #: threads of the store's own lane (jobs/lanes.py): state writes, claims and lease
+    #: renewals never wait behind the media work in the default pool
+    store_threads: int = 4
 
 
 @dataclass
@@ -91,6 +95,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self.finished: dict[str, Job] = {}
+        self.store_lane = Lane("vidgate-store", self.config.store_threads)
         self.driver = JobDriver(
             store=gateway.store,
             storage=gateway.storage,
@@ -109,6 +114,7 @@ class Worker:
             progress_write_s=self.config.progress_write_s,
             fallback_on_stall=gateway.settings.fallback_on_stall,
             top_up=gateway.store.top_up,
+            store_lane=self.store_lane,
             # stages checked now: a bad signing key or model path fails the worker's start
             post=PostProcessor.configure(
                 gateway.settings, sandbox_url=gateway.sandbox_url if gateway.sandbox else None
@@ -129,7 +135,7 @@ class Worker:
     async def run(self, *, until_idle: bool = False) -> None:
         """Work until :meth:`stop` (or, with ``until_idle``, until nothing is left to do)."""
         store = self.gw.store
-        await asyncio.to_thread(
+        await self.store_lane.run(
             store.worker_heartbeat,
             self.id,
             socket.gethostname(),
@@ -155,7 +161,8 @@ class Worker:
                     t.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(store.worker_gone, self.id)
+                    await self.store_lane.run(store.worker_gone, self.id)
+                self.store_lane.close()
 
     async def _wind_down(self) -> None:
         """Creates on the wire finish (bounded by ``grace_s``); every claim is handed back."""
@@ -178,7 +185,7 @@ class Worker:
         for claim in claims:
             if claim.owner and not claim.job.state.terminal:
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.gw.store.hand_back, claim)
+                    await self.store_lane.run(self.gw.store.hand_back, claim)
 
     async def _claim_loop(self, until_idle: bool) -> None:
         cfg = self.config
@@ -186,7 +193,7 @@ class Worker:
             free = cfg.concurrency - len(self.held)
             claims: list[Claim] = []
             if free > 0:
-                claims = await asyncio.to_thread(
+                claims = await self.store_lane.run(
                     self.gw.store.claim,
                     self.id,
                     limit=min(free, cfg.claim_batch),
@@ -248,12 +255,12 @@ class Worker:
     async def _poisoned(self, claim: Claim, exc: Exception) -> None:
         store = self.gw.store
         text = f"{type(exc).__name__}: {exc}"
-        n = await asyncio.to_thread(store.drive_failed, claim, text, self.config.max_drive_errors)
+        n = await self.store_lane.run(store.drive_failed, claim, text, self.config.max_drive_errors)
         # Let the next claim try again soon, from the stored state.
-        await asyncio.to_thread(store.hand_back, claim)
+        await self.store_lane.run(store.hand_back, claim)
         if n < self.config.max_drive_errors:
             return
-        fresh = await asyncio.to_thread(store.claim, self.id, job_id=claim.job.id, lease_s=30.0)
+        fresh = await self.store_lane.run(store.claim, self.id, job_id=claim.job.id, lease_s=30.0)
         if not fresh:
             return
         c = fresh[0]
@@ -281,14 +288,14 @@ class Worker:
                 return
             fences = {jid: h.claim.fence for jid, h in self.held.items()}
             try:
-                await asyncio.to_thread(
+                await self.store_lane.run(
                     store.worker_heartbeat,
                     self.id,
                     socket.gethostname(),
                     os.getpid(),
                     self.config.concurrency,
                 )
-                held = await asyncio.to_thread(store.renew, self.id, fences, self.config.lease_s)
+                held = await self.store_lane.run(store.renew, self.id, fences, self.config.lease_s)
             except Exception:
                 log.exception("heartbeat failed; leases may lapse")
                 continue
