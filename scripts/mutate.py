@@ -83,8 +83,20 @@ TARGETS = {
             ),
             ("tests/jobs", "tests/billing"),
             # the chaos burst (minutes of real worker restarts) and the fleet's timing tests
-            # flake on a loaded machine, and one failure in the clean run voids the run
-            ("--ignore=tests/jobs/test_chaos_burst.py", "--ignore=tests/jobs/test_fleet.py"),
+            # flake on a loaded machine, and one failure in the clean run voids the run; the
+            # two 35-second end-to-end tests (a real crash and restart of a worker, every
+            # offering delivered) are half the selection's time and every surviving store
+            # mutant would run them: the store's and driver's own tests pin what they check
+            (
+                "--ignore=tests/jobs/test_chaos_burst.py",
+                "--ignore=tests/jobs/test_fleet.py",
+                "--deselect=tests/jobs/test_worker.py::test_crash_between_create_and_storing_the_id",
+                "--deselect=tests/jobs/test_delivery_billing.py::"
+                "test_every_offering_is_charged_for_what_it_delivered",
+                # its 429 window lasts one second from the test's start: under load the job
+                # reaches the server after it closed and the clean run fails (seen 2026-12-08)
+                "--deselect=tests/jobs/test_hybrid.py::test_every_route_down_waits_then_completes",
+            ),
         ),
         Target(
             "server",
