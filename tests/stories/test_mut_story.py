@@ -37,7 +37,7 @@ from vidgate.stories.plan import (
 )
 from vidgate.stories.record import build_record, shot_verdict, verdict
 from vidgate.stories.spec import load_story
-from vidgate.stories.store import StoryDoc, StoryState, StoryStore
+from vidgate.stories.store import StoryClaim, StoryDoc, StoryState, StoryStore
 from vidgate.types import (
     Asset,
     Attempt,
@@ -359,6 +359,50 @@ def test_a_hand_back_with_no_wait_is_due_at_once(stories: StoryStore) -> None:
     assert [x.doc.id for x in stories.claim("w2")] == ["s1"]
 
 
+def test_a_handed_back_step_is_retried_about_a_second_later(stories: StoryStore) -> None:
+    _add(stories, "s1")
+    [c] = stories.claim("w", lease_s=30)
+    assert stories.hand_back(c)
+    assert stories.claim("w2") == []  # not at once
+    time.sleep(1.1)
+    assert [x.doc.id for x in stories.claim("w2")] == ["s1"]
+
+
+def test_a_hand_back_releases_only_that_claim(stories: StoryStore) -> None:
+    _add(stories, "s1", at=T0)
+    _add(stories, "s2", at=T0 + timedelta(seconds=1))
+    c1, c2 = stories.claim("w", lease_s=30)
+    assert (c1.fence, c2.fence) == (1, 1)
+    assert stories.hand_back(c1, retry_in_s=0)
+    time.sleep(0.01)
+    assert [x.doc.id for x in stories.claim("w2")] == ["s1"]  # s2 stays leased
+
+
+def test_a_stale_or_foreign_claim_cannot_hand_back_the_current_lease(
+    stories: StoryStore,
+) -> None:
+    _add(stories, "s1")
+    [old] = stories.claim("w", lease_s=0)
+    time.sleep(0.01)
+    [new] = stories.claim("w", lease_s=30)  # the same worker, a newer lease
+    assert stories.hand_back(old, retry_in_s=0) is False
+    foreign = StoryClaim(new.doc, new.fence, "intruder", False, 0.0)
+    assert stories.hand_back(foreign, retry_in_s=0) is False
+    time.sleep(0.01)
+    assert stories.claim("w2") == []  # still leased to the newer claim
+    new.doc.state = StoryState.RUNNING
+    stories.save(new)  # which may still write
+
+
+def test_a_list_shows_fifty_stories_unless_asked_for_more(stories: StoryStore) -> None:
+    for i in range(51):
+        _add(stories, f"s{i:02d}", at=T0 + timedelta(seconds=i))
+    listed = stories.list()
+    assert len(listed) == 50
+    assert listed[0].id == "s50"
+    assert len(stories.list(limit=60)) == 51
+
+
 def test_a_cancel_request_reaches_the_next_claim_at_once(stories: StoryStore) -> None:
     _add(stories, "s1", tenant="acme")
     [c] = stories.claim("w")
@@ -669,6 +713,7 @@ def _job(
     quality: dict[str, Any] | None = None,
     attempts: list[tuple[str, AttemptState, float | None]] | None = None,
     duration: float | None = 5.0,
+    stages: dict[str, dict[str, Any]] | None = None,
 ) -> Job:
     return Job(
         id=jid,
@@ -679,6 +724,7 @@ def _job(
         offering_id="loom-sandbox",
         cost_usd=cost,
         quality=quality,
+        stages=stages or {},
         attempts=[
             Attempt(
                 n=i + 1,
@@ -716,6 +762,8 @@ def test_the_record_books_each_segment_at_what_the_ledger_charged() -> None:
         "0.0": _job(
             "j00",
             0.3,
+            quality={"verdict": "pass", "score": 8.0},
+            stages={"checks": {"verdict": "pass"}},
             attempts=[
                 ("loom-sandbox", AttemptState.REJECTED, 0.1),
                 ("loom-sandbox", AttemptState.SUCCEEDED, 0.2),
@@ -755,7 +803,14 @@ def test_the_record_books_each_segment_at_what_the_ledger_charged() -> None:
     assert s1["file"] is None
     assert s0["cost_usd"] == pytest.approx(0.55)
     assert s1["cost_usd"] == pytest.approx(0.1)
+    assert (s0["shot"], s1["shot"]) == (0, 1)
+    assert (s0["prompt"], s1["prompt"]) == ("shot 0", "shot 1")
     seg = s0["segments"][0]
+    assert seg["starts"] == "fresh"
+    assert seg["quality"] == {"verdict": "pass", "score": 8.0}
+    assert seg["stages"] == {"checks": {"verdict": "pass"}}
+    assert s0["segments"][1]["stages"] is None  # no stage ran
+    assert s0["segments"][1]["quality"] is None
     assert seg["job_id"] == "j00"
     assert seg["segment"] == 0
     assert seg["state"] == "succeeded"
@@ -808,6 +863,22 @@ def test_a_record_within_half_a_cent_of_the_ledger_matches_to_the_cent() -> None
     assert rec["matches_ledger"] is True
 
 
+def test_ledger_figures_are_kept_to_the_millionth() -> None:
+    rec = build_record(
+        story_id="s1",
+        title="T",
+        plan=_two_shot_plan(),
+        children={"0.0": _job("j00", 0.1234564)},
+        ledger=[_row("j00", 0.1234564)],
+        joins=[],
+        film=None,
+        shot_files={},
+    )
+    assert rec["shots"][0]["segments"][0]["ledger_usd"] == 0.123456
+    assert rec["ledger_usd"] == 0.123456
+    assert rec["cost_usd"] == 0.123456
+
+
 def test_segments_not_yet_made_are_left_out_and_cost_nothing() -> None:
     rec = build_record(
         story_id="s1",
@@ -822,6 +893,7 @@ def test_segments_not_yet_made_are_left_out_and_cost_nothing() -> None:
     s0, s1 = rec["shots"]
     assert [s["segment"] for s in s0["segments"]] == [1]
     assert s0["segments"][0]["cost_usd"] == 0.0
+    assert s0["segments"][0]["ledger_usd"] == 0.0  # nothing booked for it
     assert s1["segments"] == []
     assert s1["quality"] is None
     assert rec["cost_usd"] == 0.0

@@ -11,7 +11,9 @@ from vidgate.types import Job
 
 
 def _cents(x: float) -> float:
-    return round(x + 0.0, 2)
+    # "+ 0.0" only turns -0.0 into 0.0 (equal to it anyway); another constant added to both
+    # sides of the comparison gives the same answer but at float edges of half a cent
+    return round(x + 0.0, 2)  # pragma: no mutate - see above
 
 
 def verdict(quality: dict[str, Any] | None) -> dict[str, Any] | None:

