@@ -104,7 +104,8 @@ def refusal(resp: httpx.Response, server: str) -> VidgateError:
         f"{server}: {message}",
         provider=PROTOCOL,
         request_id=None,
-        retry_after=retry_after_seconds(resp.headers),
+        # error_for_status reads it only for a 429, which the queue_full branch above took
+        retry_after=retry_after_seconds(resp.headers),  # pragma: no mutate - see above
     )
 
 
