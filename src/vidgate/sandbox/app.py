@@ -67,11 +67,17 @@ def create_app(core: SandboxCore) -> FastAPI:
     return app
 
 
+#: how long the emulated providers keep an idle connection open (seconds)
+PROVIDER_KEEP_ALIVE_S = 75
+
+
 class LoopbackServer:
     """Serves any ASGI app with uvicorn on a loopback port (``port=0`` picks a free one),
     from a daemon thread or in the foreground."""
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app: Any, *, host: str = "127.0.0.1", port: int = 0, keep_alive_s: int = 5
+    ) -> None:
         config = uvicorn.Config(
             app,
             host=host,
@@ -79,6 +85,7 @@ class LoopbackServer:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=1,
+            timeout_keep_alive=keep_alive_s,
             lifespan="off",
         )
         self.server = uvicorn.Server(config)
@@ -128,7 +135,12 @@ class SandboxServer(LoopbackServer):
         self.core = SandboxCore(
             home=home, catalog=catalog, time_scale=time_scale, faults=faults or FaultConfig()
         )
-        super().__init__(create_app(self.core), host=host, port=port)
+        # Providers' front ends keep an idle connection for a minute or more; uvicorn's 5 s
+        # default would make a client that polls every 30 s reconnect for each call, which
+        # no real provider makes it do.
+        super().__init__(
+            create_app(self.core), host=host, port=port, keep_alive_s=PROVIDER_KEEP_ALIVE_S
+        )
 
     def start(self) -> SandboxServer:
         super().start()
