@@ -273,16 +273,18 @@ def _unreadable(store: JobStore, job_id: str, doc: str) -> None:
 
 def test_an_unreadable_row_is_set_aside_and_the_claim_goes_on(store: JobStore) -> None:
     bad, good = _aged(store, ["bad", "good"])
+    store.claim("w0", job_id=bad.id, lease_s=0.1)  # its last worker's lease lapsed
+    time.sleep(0.2)
     # a record with many broken attempts: its reason is long
     _unreadable(store, bad.id, json.dumps({"id": bad.id, "attempts": [{}] * 200}))
     claims = store.claim("w1")
     assert [c.job.id for c in claims] == [good.id]
     [q] = store.quarantined()
-    assert (q["id"], q["tenant"], q["state"]) == (bad.id, "default", "queued")
+    assert (q["id"], q["tenant"], q["state"]) == (bad.id, "default", "routing")
     assert q["quarantine"].startswith("unreadable job record: ")
     assert len(q["quarantine"]) == len("unreadable job record: ") + 1500
     row = _row(store, bad.id)
-    assert (row.terminal, row.lease_owner, row.lease_until, row.fence) == (True, None, None, 1)
+    assert (row.terminal, row.lease_owner, row.lease_until, row.fence) == (True, None, None, 2)
     assert store.claim("w2", job_id=bad.id) == []  # never retried
 
 
@@ -548,6 +550,17 @@ def test_a_top_up_grows_the_hold_on_the_tenant_and_the_job(store: JobStore) -> N
     assert _money(store) == (1.0, 0.0)
 
 
+def test_a_top_up_from_a_zero_hold_holds_just_the_amount(store: JobStore) -> None:
+    job = _funded(store, 0.0, budget=1.0)
+    [claim] = store.claim("w1")
+    before = datetime.now(UTC)
+    assert store.top_up(claim, 0.2) is True
+    assert claim.job.reserved_usd == 0.2
+    assert store.get(job.id).reserved_usd == 0.2
+    assert _aware(_row(store, job.id).updated_at) >= before
+    assert _row(store, job.id).version == 2  # a write of the job's record
+
+
 def test_a_top_up_rounds_the_hold_to_the_micro_dollar(store: JobStore) -> None:
     _funded(store, 0.1)
     [claim] = store.claim("w1")
@@ -555,6 +568,17 @@ def test_a_top_up_rounds_the_hold_to_the_micro_dollar(store: JobStore) -> None:
     assert claim.job.reserved_usd == 0.3  # not 0.30000000000000004
     assert store.top_up(claim, 0.0000004)
     assert claim.job.reserved_usd == 0.3
+
+
+def test_a_top_up_holds_against_the_jobs_own_tenant_only(store: JobStore) -> None:
+    accounts = Accounts(store)
+    accounts.ensure_tenant("other")
+    job = _funded(store, 0.1)
+    [claim] = store.claim("w1")
+    assert store.top_up(claim, 0.2)
+    assert _money(store) == (0.3, 0.0)
+    assert _money(store, "other") == (0.0, 0.0)
+    assert job.tenant == "default"
 
 
 def test_a_top_up_counts_what_was_already_spent(store: JobStore) -> None:
@@ -608,11 +632,31 @@ def test_a_handed_back_job_is_due_again_at_once(store: JobStore) -> None:
     claim.job.state = JobState.RUNNING
     store.save(claim, next_run_at=datetime.now(UTC) + timedelta(hours=1))
     assert store.hand_back(claim) is True
+    row = _row(store, job.id)
+    assert (row.lease_owner, row.lease_until) == (None, None)
     assert store.hand_back(claim) is False  # already handed back
     with pytest.raises(StaleLease):
         store.save(claim)
     [again] = store.claim("w2")  # due now, not in an hour
     assert again.job.state is JobState.RUNNING  # the stored state is untouched
+
+
+def test_handing_one_job_back_keeps_the_others_held(store: JobStore) -> None:
+    a, _b = _aged(store, ["a", "b"])
+    claims = {c.job.id: c for c in store.claim("w1")}
+    assert store.hand_back(claims[a.id]) is True
+    assert [c.job.id for c in store.claim("w2")] == [a.id]  # b is still w1's
+
+
+def test_a_claim_the_same_worker_made_earlier_cannot_hand_back(store: JobStore) -> None:
+    job = make_job()
+    store.create(job)
+    [old] = store.claim("w1", lease_s=0.2)
+    time.sleep(0.3)
+    [new] = store.claim("w1")  # the same worker takes it again: a new fence
+    assert store.hand_back(old) is False
+    assert store.claim("w2", job_id=job.id) == []
+    assert store.hand_back(new) is True
 
 
 def test_a_stale_claim_cannot_hand_back_the_new_holders_job(store: JobStore) -> None:
@@ -646,6 +690,23 @@ def test_a_foreign_owner_cannot_hand_a_job_back(store: JobStore) -> None:
     assert store.claim("w2", job_id=job.id) == []
 
 
+def test_crashes_are_counted_per_job(store: JobStore) -> None:
+    a, b = _aged(store, ["a", "b"])
+    claims = {c.job.id: c for c in store.claim("w1")}
+    assert store.drive_failed(claims[a.id], "boom", 3) == 1
+    assert store.drive_failed(claims[a.id], "boom", 3) == 2
+    assert store.drive_failed(claims[b.id], "boom", 3) == 1
+
+
+def test_a_stale_crash_on_a_job_without_crashes_counts_none(store: JobStore) -> None:
+    job = make_job()
+    store.create(job)
+    [old] = store.claim("w1", lease_s=0.2)
+    time.sleep(0.3)
+    store.claim("w2")
+    assert store.drive_failed(old, "late", 3) == 0
+
+
 def test_crashes_of_the_driving_code_are_counted_across_claims(store: JobStore) -> None:
     job = make_job()
     store.create(job)
@@ -663,7 +724,9 @@ def test_crashes_of_the_driving_code_are_counted_across_claims(store: JobStore) 
 # -- an operator's decision on a parked job -----------------------------------------------------
 
 
-def _parked(store: JobStore, *, reserved: float | None, cost: float | None) -> Job:
+def _parked(
+    store: JobStore, *, reserved: float | None, cost: float | None, due: datetime | None = None
+) -> Job:
     """A job parked in needs_reconciliation with an ambiguous attempt (est. $0.40)."""
     if reserved:
         job = _funded(store, reserved)
@@ -675,7 +738,7 @@ def _parked(store: JobStore, *, reserved: float | None, cost: float | None) -> J
     claim.job.attempts = [_attempt(1, AttemptState.AMBIGUOUS, 0.4)]
     claim.job.cost_usd = cost
     claim.job.state = JobState.NEEDS_RECONCILIATION
-    store.save(claim, ledger=[LedgerEntry(1, "o1", 0.4, kind="pending")])
+    store.save(claim, ledger=[LedgerEntry(1, "o1", 0.4, kind="pending")], next_run_at=due)
     return store.get(job.id)
 
 
@@ -707,6 +770,51 @@ def test_reopening_a_parked_job_as_finished_books_the_new_cost_once(store: JobSt
         store.reopen(_resolved(parked, JobState.SUCCEEDED, cost=0.5))
 
 
+def test_reopening_a_parked_job_without_a_cost_so_far(store: JobStore) -> None:
+    parked = _parked(store, reserved=1.0, cost=None)
+    assert _money(store) == (0.4, 0.0)
+    done = store.reopen(_resolved(parked, JobState.SUCCEEDED, cost=0.4))
+    assert done.reserved_usd is None
+    assert _money(store) == (0.0, 0.4)
+    assert _row(store, parked.id).version == 3  # created, parked, reopened
+
+
+def test_reopening_as_failed_with_nothing_billed_releases_the_hold(store: JobStore) -> None:
+    parked = _parked(store, reserved=1.0, cost=None)
+    done = _resolved(parked, JobState.FAILED, cost=None)
+    done.attempts[0].cost_usd = 0.0
+    done.offering_id = "o9"
+    before = datetime.now(UTC)
+    store.reopen(done)
+    assert _money(store) == (0.0, 0.0)
+    row = _row(store, parked.id)
+    assert (row.state, row.offering_id) == ("failed", "o9")
+    assert _aware(row.updated_at) >= before
+
+
+def test_reopening_a_finished_job_replaces_its_booked_cost(store: JobStore) -> None:
+    job = _funded(store, 1.0)
+    [claim] = store.claim("w1")
+    claim.job.cost_usd = 0.2
+    claim.job.state = JobState.FAILED
+    store.save(claim)
+    assert _money(store) == (0.0, 0.2)
+    finished = store.get(job.id)
+    assert finished.reserved_usd is None  # nothing left held: only the cost says it booked
+    finished.cost_usd = 0.3
+    store.reopen(finished, expect_state=JobState.FAILED)
+    assert _money(store) == (0.0, 0.3)
+
+
+def test_reopening_takes_back_the_booking_of_that_job_only(store: JobStore) -> None:
+    first = _parked(store, reserved=None, cost=0.1)
+    second = _parked(store, reserved=None, cost=0.2)
+    store.reopen(_resolved(second, JobState.SUCCEEDED, cost=0.5))
+    # the parked jobs booked nothing (no hold); second's 0.2 is taken back, 0.5 booked
+    assert _money(store) == (0.0, 0.3)
+    assert store.get(first.id).state is JobState.NEEDS_RECONCILIATION
+
+
 def test_reopening_keeps_a_hold_for_attempts_still_pending(store: JobStore) -> None:
     parked = _parked(store, reserved=1.0, cost=0.1)
     job = _resolved(parked, JobState.FAILED, cost=0.1)
@@ -726,7 +834,7 @@ def test_reopening_a_parked_job_without_a_cost_books_its_new_one(store: JobStore
 
 
 def test_a_reopened_live_job_is_due_at_once_and_books_at_its_end(store: JobStore) -> None:
-    parked = _parked(store, reserved=1.0, cost=0.1)
+    parked = _parked(store, reserved=1.0, cost=0.1, due=datetime.now(UTC) + timedelta(hours=1))
     live = parked.model_copy(deep=True)
     live.state = JobState.QUEUED
     live.error = None
@@ -781,10 +889,18 @@ def test_only_a_finished_job_is_rewritten_without_a_claim(store: JobStore) -> No
     [claim] = store.claim("w1")
     claim.job.state = JobState.SUCCEEDED
     store.save(claim)
+    other = make_job()
+    store.create(other)
+    [oc] = store.claim("w1")
+    oc.job.state = JobState.FAILED
+    store.save(oc)
     gone = store.get(job.id)
     gone.deleted = True
+    before = datetime.now(UTC)
     assert store.update_finished(gone) is gone
     assert store.get(job.id).deleted is True
+    assert _aware(_row(store, job.id).updated_at) >= before
+    assert store.get(other.id).deleted is False  # only that job's record
     assert _row(store, job.id).version == 3  # created, saved finished, rewritten
 
 
@@ -893,6 +1009,17 @@ def test_the_outbox_hands_out_twenty_due_events_at_a_time(store: JobStore) -> No
     assert len(store.claim_outbox("d1")) == 20
     assert len(store.claim_outbox("d1")) == 1
     assert store.claim_outbox("d1") == []
+
+
+def test_the_outbox_hands_out_the_longest_due_first(store: JobStore) -> None:
+    first, second = _events(store, 2)
+    assert len(store.claim_outbox("d1")) == 2
+    assert {r["lease_owner"] for r in store.outbox()} == {"d1"}
+    now = datetime.now(UTC)
+    store.outbox_result(first.id, state="pending", retry_at=now - timedelta(milliseconds=1))
+    store.outbox_result(second.id, state="pending", retry_at=now - timedelta(hours=1))
+    assert [i.id for i in store.claim_outbox("d2", limit=1)] == [second.id]
+    assert [i.id for i in store.claim_outbox("d2", limit=1)] == [first.id]
 
 
 def test_an_outbox_lease_holds_for_a_minute_or_as_long_as_asked(store: JobStore) -> None:
@@ -1019,7 +1146,9 @@ def test_a_worker_is_live_for_fifteen_seconds_after_its_last_beat(store: JobStor
         c.execute(sa.update(db.workers).values(last_seen=datetime.now(UTC) - timedelta(seconds=14)))
     assert [w["id"] for w in store.live_workers()] == ["w1"]
     with store.engine.begin() as c:
-        c.execute(sa.update(db.workers).values(last_seen=datetime.now(UTC) - timedelta(seconds=16)))
+        c.execute(
+            sa.update(db.workers).values(last_seen=datetime.now(UTC) - timedelta(seconds=15.5))
+        )
     assert store.live_workers() == []
 
 

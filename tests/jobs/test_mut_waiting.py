@@ -412,3 +412,13 @@ def test_a_request_no_offering_can_serve_is_refused_with_the_live_error(
         route_when_down(_router(catalog, health=_all_down()), impossible, "cheapest", None, error)
     assert e.value is error
     assert e.value.__suppress_context__
+
+
+def test_waits_under_a_second_are_kept_as_told() -> None:
+    # a Retry-After or an open breaker between the minimum and one second is honoured as is
+    wait = plan(_refused_everywhere(retry_after=0.8), NOW, None, PROVIDERS)
+    assert wait == Wait(0.8, {"a": "queue is full"})
+    h = _health()
+    h.offering("a").force_open(0.75, "down")
+    job = _job(ranked=["a"], skipped={"a": "circuit open"})
+    assert plan(job, NOW, h, PROVIDERS) == Wait(0.75, {"a": "circuit open"})

