@@ -704,6 +704,115 @@ def test_the_longest_request_is_the_requests_own_declared_bound() -> None:
     assert _request_max_s() == float(le) == REQUEST_MAX_S
 
 
+def _catalog_with(edit: Any) -> Any:
+    raw = yaml.safe_load((HERE / "story_catalog.yaml").read_text())
+    edit(raw)
+    return catalog_from_yaml(yaml.safe_dump(raw), "edited")
+
+
+def _plan_on(tmp_path: Path, cat: Any, text: str, base: Path | None = None) -> Any:
+    g = Gateway(sandbox_settings(tmp_path / "home", "http://127.0.0.1:9"), catalog=cat)
+    try:
+        return plan_story(load_story(text, base_dir=base), g.router(), g.catalog)
+    finally:
+        g.close()
+
+
+def test_a_shot_the_primary_cannot_make_goes_to_the_same_model_elsewhere(
+    tmp_path: Path,
+) -> None:
+    def edit(raw: dict[str, Any]) -> None:
+        reel = next(o for o in raw["offerings"] if o["id"] == "reel-sandbox")
+        other = yaml.safe_load(yaml.safe_dump(reel))
+        other.update(id="reel-elsewhere", provider="elsewhere", credential_env=["ELSE_KEY"])
+        other["capabilities"]["durations"] = {"min": 7, "max": 10, "step": 1}
+        other["price"] = [{"usd": 0.5, "source": reel["price"][0]["source"]}]  # dearest
+        raw["offerings"].append(other)
+        loom = next(o for o in raw["offerings"] if o["id"] == "loom-sandbox")
+        loom["capabilities"]["durations"] = {"min": 7, "max": 10, "step": 1}
+
+    plan, problems = _plan_on(
+        tmp_path,
+        _catalog_with(edit),
+        "title: T\nresolution: 480p\nshots:\n"
+        "  - {prompt: a, duration: 5}\n  - {prompt: b, duration: 5}\n"
+        "  - {prompt: c, duration: 8}\n",
+    )
+    assert problems == []
+    assert plan.primary == "reel-sandbox"
+    # loom is cheaper for the 8 s shot, but the same model through another provider wins
+    assert [s.offering_id for s in plan.shots] == [
+        "reel-sandbox",
+        "reel-sandbox",
+        "reel-elsewhere",
+    ]
+    assert plan.shots[2].model == "reel"
+    assert plan.shots[2].switched_because is not None
+
+
+def test_references_stop_at_what_the_offering_takes_subjects_first(tmp_path: Path) -> None:
+    for name, colour in (("a", (1, 1, 1)), ("b", (2, 2, 2)), ("c", (3, 3, 3)), ("s", (4, 4, 4))):
+        write_png(tmp_path / f"{name}.png", colour)
+
+    def edit(raw: dict[str, Any]) -> None:
+        loom = next(o for o in raw["offerings"] if o["id"] == "loom-sandbox")
+        loom["capabilities"]["max_references"] = 2
+
+    plan, problems = _plan_on(
+        tmp_path,
+        _catalog_with(edit),
+        "title: T\nresolution: 480p\nseed: 5\nstyle: ink\n"
+        "characters:\n  Fox: {description: a fox, references: [a.png, b.png]}\n"
+        "  Owl: {description: an owl, references: [c.png]}\n"
+        "styles: {ink: {description: ink, references: [s.png]}}\n"
+        "shots:\n  - {prompt: a, duration: 8, characters: [Fox, Owl]}\n"
+        "  - {prompt: b, duration: 8, characters: [Owl]}\n",
+        base=tmp_path,
+    )
+    assert problems == []
+    first, second = plan.shots
+    req = first.segments[0].request
+    assert [r.role for r in req.references] == [ReferenceRole.SUBJECT, ReferenceRole.SUBJECT]
+    assert first.references == ["subject:Fox"]
+    req = second.segments[0].request
+    assert [r.role for r in req.references] == [ReferenceRole.SUBJECT, ReferenceRole.STYLE]
+    assert second.references == ["style:ink", "subject:Owl"]
+    assert first.seed == second.seed == 5
+
+
+def test_an_offering_without_references_or_seeds_gets_neither(tmp_path: Path) -> None:
+    write_png(tmp_path / "a.png", (1, 1, 1))
+    plan, problems = _plan_on(
+        tmp_path,
+        story_catalog(),
+        "title: T\nresolution: 480p\nseed: 5\n"
+        "characters: {Fox: {description: a fox, references: [a.png]}}\n"
+        "shots:\n  - {prompt: a, duration: 4, characters: [Fox]}\n",
+        base=tmp_path,
+    )
+    assert problems == []
+    [shot] = plan.shots
+    # loom serves a 4 s shot too, but reel is cheapest and takes no reference nor seed
+    assert shot.offering_id == "reel-sandbox"
+    assert shot.references == []
+    assert shot.seed is None
+    assert shot.segments[0].request.references == []
+    assert shot.segments[0].request.seed is None
+
+
+def test_a_prompt_is_cut_to_what_one_request_takes() -> None:
+    long = "x" * 1000
+    chars = "\n".join(f"  C{i}: {{description: {long}}}" for i in range(8))
+    names = ", ".join(f"C{i}" for i in range(8))
+    story = load_story(
+        f"title: T\nresolution: 480p\ncharacters:\n{chars}\n"
+        f"shots:\n  - {{prompt: {'p' * 4000}, duration: 4, characters: [{names}]}}\n"
+    ).story
+    req = base_request(story, story.shots[0], duration_s=4)
+    assert len(req.prompt) == 8000
+    assert req.prompt.startswith("p" * 4000 + " C0: ")
+
+
 # --- the record against the ledger -------------------------------------------------------
 
 
