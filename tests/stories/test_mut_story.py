@@ -359,6 +359,42 @@ def test_a_hand_back_with_no_wait_is_due_at_once(stories: StoryStore) -> None:
     assert [x.doc.id for x in stories.claim("w2")] == ["s1"]
 
 
+def test_a_saved_story_is_due_again_half_a_second_later(stories: StoryStore) -> None:
+    _add(stories, "s1")
+    [c] = stories.claim("w", lease_s=30)
+    stories.save(c)
+    assert stories.claim("w2") == []
+    time.sleep(0.7)
+    assert [x.doc.id for x in stories.claim("w2")] == ["s1"]
+
+
+def test_a_lost_lease_cannot_write_even_while_its_worker_holds_others(
+    stories: StoryStore,
+) -> None:
+    _add(stories, "s1", at=T0)
+    _add(stories, "s2", at=T0 + timedelta(seconds=1))
+    [lapsing] = stories.claim("w", story_id="s1", lease_s=0)
+    [held] = stories.claim("w", story_id="s2", lease_s=30)
+    assert lapsing.fence == held.fence == 1
+    time.sleep(0.01)
+    [taken] = stories.claim("w2", story_id="s1", lease_s=30)
+    lapsing.doc.state = StoryState.FAILED
+    with pytest.raises(StaleLease):
+        stories.save(lapsing)
+    assert stories.get("s1").state is StoryState.QUEUED
+    # nor may the same worker's older claim once it claimed the story again
+    _add(stories, "s3")
+    [old] = stories.claim("w", story_id="s3", lease_s=0)
+    time.sleep(0.01)
+    [new] = stories.claim("w", story_id="s3", lease_s=30)
+    assert (old.owner, new.owner) == ("w", "w")
+    old.doc.state = StoryState.FAILED
+    with pytest.raises(StaleLease):
+        stories.save(old)
+    assert stories.get("s3").state is StoryState.QUEUED
+    assert taken.fence == 2
+
+
 def test_a_handed_back_step_is_retried_about_a_second_later(stories: StoryStore) -> None:
     _add(stories, "s1")
     [c] = stories.claim("w", lease_s=30)
@@ -914,6 +950,21 @@ def test_the_record_books_each_segment_at_what_the_ledger_charged() -> None:
     assert s1["cost_usd"] == pytest.approx(0.1)
     assert (s0["shot"], s1["shot"]) == (0, 1)
     assert (s0["prompt"], s1["prompt"]) == ("shot 0", "shot 1")
+    assert {k: v for k, v in s1.items() if k not in ("segments", "quality")} == {
+        "shot": 1,
+        "prompt": "shot 1",
+        "duration_s": 2.0,
+        "offering": "o",
+        "model": "m",
+        "chain": "none",
+        "switched_because": None,
+        "references": [],
+        "seed": None,
+        "transition": "cut",
+        "audio": "none",
+        "file": None,
+        "cost_usd": pytest.approx(0.1),
+    }
     seg = s0["segments"][0]
     assert seg["starts"] == "fresh"
     assert seg["quality"] == {"verdict": "pass", "score": 8.0}
@@ -984,6 +1035,7 @@ def test_ledger_figures_are_kept_to_the_millionth() -> None:
         shot_files={},
     )
     assert rec["shots"][0]["segments"][0]["ledger_usd"] == 0.123456
+    assert rec["shots"][0]["cost_usd"] == 0.123456
     assert rec["ledger_usd"] == 0.123456
     assert rec["cost_usd"] == 0.123456
 
