@@ -614,6 +614,26 @@ def test_a_stale_top_up_holds_nothing(store: JobStore) -> None:
     assert new.fence == old.fence + 1
 
 
+def test_a_top_up_writes_that_job_only(store: JobStore) -> None:
+    Accounts(store).ensure_tenant("default")
+    a, b = _aged(store, ["a", "b"])
+    claims = {c.job.id: c for c in store.claim("w1")}
+    assert store.top_up(claims[a.id], 0.2)
+    assert store.get(a.id).reserved_usd == 0.2
+    assert store.get(b.id).reserved_usd is None
+
+
+def test_an_earlier_claim_of_the_same_worker_cannot_top_up(store: JobStore) -> None:
+    job = _funded(store, 0.5)
+    [old] = store.claim("w1", lease_s=0.2)
+    time.sleep(0.3)
+    store.claim("w1")  # taken again by the same worker: a new fence
+    with pytest.raises(StaleLease):
+        store.top_up(old, 0.1)
+    assert _money(store) == (0.5, 0.0)
+    assert store.get(job.id).reserved_usd == 0.5
+
+
 def test_a_top_up_by_the_wrong_owner_is_stale(store: JobStore) -> None:
     _funded(store, 0.5)
     [claim] = store.claim("w1")

@@ -422,3 +422,17 @@ def test_waits_under_a_second_are_kept_as_told() -> None:
     h.offering("a").force_open(0.75, "down")
     job = _job(ranked=["a"], skipped={"a": "circuit open"})
     assert plan(job, NOW, h, PROVIDERS) == Wait(0.75, {"a": "circuit open"})
+
+
+def test_every_ranked_offering_is_looked_at_not_just_the_first() -> None:
+    # the first ranked offering is no longer served, the second is down for now
+    job = _job(ranked=["z", "a"], skipped={"z": "down", "a": "circuit open"})
+    assert plan(job, NOW, None, PROVIDERS) == Wait(0.5, {"a": "circuit open"})
+    job = _job(ranked=["a", "b"], skipped={"b": "circuit open"})  # a: nothing says it is down
+    assert plan(job, NOW, None, PROVIDERS) == Wait(0.5, {"b": "circuit open"})
+
+
+def test_a_route_without_a_ranking_still_waits_for_its_refusals() -> None:
+    job = _refused_everywhere()
+    job.route = {}
+    assert plan(job, NOW, None, PROVIDERS) == Wait(0.5, {"a": "queue is full"})
