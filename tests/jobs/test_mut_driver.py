@@ -35,7 +35,7 @@ from vidgate.jobs.store import JobStore
 from vidgate.providers.base import Provider, ProviderJob, RemoteAsset, RemoteState, RemoteStatus
 from vidgate.routing.health import Health
 from vidgate.storage.assets import AssetStorage
-from vidgate.types import AttemptState, Job, JobState, VideoRequest
+from vidgate.types import Attempt, AttemptState, Job, JobState, VideoRequest
 
 A, B, G = "alpha-openai", "beta-openai", "gamma-retired"  # vendors: US, CN, US
 ESTIMATES = {A: 0.1, B: 0.25, G: 0.05}
@@ -608,3 +608,163 @@ async def test_a_refusal_feeds_the_breakers_provider_wide(h: Harness) -> None:
     blocked = health.blocked(A, "openai")
     assert blocked is not None
     assert blocked.startswith("provider openai:")
+
+
+# -- what makes an offering unusable now --------------------------------------------------------
+
+
+async def test_an_offering_over_its_rate_limit_or_behind_an_open_breaker_is_skipped(
+    h: Harness,
+) -> None:
+    health = Health()
+    health.provider("compat").force_open(60, "outage")
+    job = await h.run([A, B], take_slot=lambda o: o.provider != "openai", health=health)
+    assert h.provider.submitted == []
+    assert job.state is JobState.FAILED
+    assert job.route is not None
+    skipped = {s["offering"]: s["why"] for s in job.route["skipped"]}
+    assert skipped[A] == "rate limit for openai reached"
+    assert skipped[B].startswith("provider compat: circuit open")
+
+
+async def test_a_half_open_breaker_with_its_probe_out_is_skipped(h: Harness) -> None:
+    clock = [0.0]
+    health = Health(clock=lambda: clock[0])
+    health.offering(A).force_open(1, "down")
+    clock[0] = 2.0  # half-open now: one probe allowed
+    assert health.acquire(A, "openai")  # another job's probe is in flight
+    job = await h.run([A], health=health)
+    assert h.provider.submitted == []
+    assert job.route is not None
+    assert job.route["skipped"] == [{"offering": A, "why": "circuit half-open: probe in flight"}]
+
+
+# -- resuming after a crash ---------------------------------------------------------------------
+
+
+def _resumed(h: Harness, state: JobState, provider_job: dict[str, Any] | None) -> Job:
+    job = make_job()
+    job.route = {"ranked": [A, B], "estimates": dict(ESTIMATES)}
+    job.state = state
+    job.offering_id = A
+    job.attempts = [
+        Attempt(
+            n=1,
+            offering_id=A,
+            state=AttemptState.SUBMITTED if provider_job else AttemptState.SUBMITTING,
+            provider_job=provider_job,
+            idempotency_key=f"{job.id}-a1-deadbeef",
+            started_at=datetime.now(UTC),
+            estimated_cost_usd=0.1,
+        )
+    ]
+    return job
+
+
+async def _drive(h: Harness, job: Job) -> Job:
+    h.store.create(job)
+    [claim] = h.store.claim("w1", job_id=job.id)
+    return await asyncio.wait_for(h.driver().drive(claim), timeout=30)
+
+
+async def test_an_attempt_with_a_provider_id_is_followed_never_resent(h: Harness) -> None:
+    pj = ProviderJob(protocol="openai-videos", offering_id=A, remote_id="r0", base_url="x")
+    job = await _drive(h, _resumed(h, JobState.SUBMITTED, pj.model_dump(mode="json")))
+    assert h.provider.submitted == []
+    assert h.provider.polls == 1
+    assert job.state is JobState.CANCELED
+
+
+async def test_an_intent_without_an_id_and_no_way_to_look_it_up_is_parked(h: Harness) -> None:
+    job = await _drive(h, _resumed(h, JobState.SUBMITTING, None))
+    assert h.provider.submitted == []  # never resent blindly
+    assert job.state is JobState.NEEDS_RECONCILIATION
+    assert job.error is not None
+    assert job.error["code"] == "ambiguous_submission"
+    assert "offers no way to look it up" in job.error["message"]
+    assert h.ledger(job) == [(1, A, "pending", 0.1)]
+
+
+class Findable(Scripted):
+    can_find: ClassVar[bool] = True
+
+    def __init__(self, found: ProviderJob | None) -> None:
+        super().__init__()
+        self.found = found
+        self.keys: list[str] = []
+
+    async def find(
+        self, request: VideoRequest, offering: Offering, idempotency_key: str
+    ) -> ProviderJob | None:
+        self.keys.append(idempotency_key)
+        return self.found
+
+    async def submit(
+        self, request: VideoRequest, offering: Offering, *, idempotency_key: str
+    ) -> ProviderJob:
+        self.keys.append(idempotency_key)
+        return await super().submit(request, offering, idempotency_key=idempotency_key)
+
+
+async def test_an_intent_the_provider_never_got_is_sent_with_the_same_key(h: Harness) -> None:
+    h.provider = Findable(None)
+    job = await _drive(h, _resumed(h, JobState.SUBMITTING, None))
+    key = f"{job.id}-a1-deadbeef"
+    assert h.provider.keys == [key, key]  # looked up, then sent once with the same key
+    assert h.provider.submitted == [A]
+    assert job.route is not None
+    assert job.route["reconciled"] == 1
+    assert job.state is JobState.CANCELED
+
+
+async def test_an_intent_the_provider_did_get_is_adopted(h: Harness) -> None:
+    found = ProviderJob(protocol="openai-videos", offering_id=A, remote_id="found", base_url="x")
+    h.provider = Findable(found)
+    job = await _drive(h, _resumed(h, JobState.SUBMITTING, None))
+    assert h.provider.submitted == []
+    assert job.attempts[0].provider_job is not None
+    assert job.attempts[0].provider_job["remote_id"] == "found"
+    assert job.state is JobState.CANCELED
+
+
+# -- an abandoned attempt is followed to its end and settled ------------------------------------
+
+
+async def test_an_abandoned_attempt_that_finished_is_charged_its_estimate(h: Harness) -> None:
+    h.provider.statuses = [
+        *[ProviderUnavailable("status 503")] * 8,  # A: given up on (no cancel)
+        RemoteStatus(RemoteState.RUNNING, "running"),  # B runs
+        RemoteStatus(RemoteState.SUCCEEDED, "succeeded"),  # A, followed: it finished
+        RemoteStatus(RemoteState.CANCELED, "canceled"),  # B
+    ]
+    job = await h.run([A, B])
+    a = job.attempts[0]
+    assert (a.state, a.cost_usd) == (AttemptState.ABANDONED, 0.1)
+    assert a.error is not None
+    assert a.error["remote_outcome"] == "succeeded"
+    assert h.ledger(job) == [(1, A, "charge", 0.1), (2, B, "void", 0.0)]
+
+
+async def test_an_abandoned_attempt_that_was_cancelled_costs_nothing(h: Harness) -> None:
+    h.provider.statuses = [
+        *[ProviderUnavailable("status 503")] * 8,
+        RemoteStatus(RemoteState.RUNNING, "running"),
+        RemoteStatus(RemoteState.CANCELED, "canceled"),
+    ]
+    job = await h.run([A, B])
+    a = job.attempts[0]
+    assert a.cost_usd == 0.0
+    assert a.error is not None
+    assert a.error["remote_outcome"] == "canceled"
+    assert h.ledger(job) == [(1, A, "void", 0.0), (2, B, "void", 0.0)]
+
+
+async def test_nothing_is_left_on_the_wire_after_a_create(h: Harness) -> None:
+    driver = h.driver()
+    job = make_job()
+    job.route = {"ranked": [A], "estimates": dict(ESTIMATES)}
+    h.store.create(job)
+    [claim] = h.store.claim("w1")
+    await driver.drive(claim)
+    assert driver.on_wire == set()
+    assert driver.wire_left.is_set()
