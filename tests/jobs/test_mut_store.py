@@ -1005,9 +1005,13 @@ def test_settling_resolves_the_pending_row_in_place(store: JobStore) -> None:
     # settling is asked for: a plain second row for the attempt is refused
     with pytest.raises(sa.exc.IntegrityError):
         store.save(claim, ledger=[LedgerEntry(1, "o1", 0.3)])
+    before = datetime.now(UTC)
     store.save(claim, ledger=[LedgerEntry(1, "o1", 0.3, settles=True)])
     rows = [(r["attempt_n"], r["kind"], r["amount_usd"]) for r in store.ledger(job_id=job.id)]
     assert rows == [(1, "charge", 0.3), (2, "charge", 0.1)]
+    settled, kept = store.ledger(job_id=job.id)
+    assert _aware(settled["created_at"]) >= before  # dated when it was resolved
+    assert _aware(kept["created_at"]) < before
 
 
 # -- the outbox ---------------------------------------------------------------------------------
