@@ -755,6 +755,8 @@ async def test_each_refusal_of_a_create_maps_into_the_error_tree(
     e = await _submit_refused(one, http, 503, _refused("not_ready", "warming"))
     assert isinstance(e, ProviderUnavailable)
     assert e.message == f"{s} is still loading its pipeline: warming"
+    assert (e.status_code, e.provider) == (503, PROTOCOL)
+    assert e.details == {"code": "not_ready", "server": s}
 
 
 async def test_a_refusal_without_the_servers_own_code_goes_by_status(
@@ -764,6 +766,7 @@ async def test_a_refusal_without_the_servers_own_code_goes_by_status(
     e = await _submit_refused(one, http, 401, {"error": "denied"})
     assert isinstance(e, AuthFailed)
     assert e.message == f"{s}: Unauthorized"
+    assert (e.status_code, e.provider) == (401, PROTOCOL)
     e = await _submit_refused(one, http, 500, _refused("pipeline_error", "boom"))
     assert isinstance(e, ProviderUnavailable)
     assert e.message == f"{s}: boom"
@@ -923,8 +926,9 @@ async def test_an_error_answer_to_a_poll_is_raised(
 ) -> None:
     with pytest.raises(ProviderUnavailable):
         await _poll(one, http, 500, {})
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidRequest) as e:
         await _poll(one, http, 400, _refused("invalid_request", "bad id"))
+    assert e.value.message == f"{one.root}: bad id"
 
 
 async def test_polling_a_server_nobody_listens_on_may_be_sent_again(
@@ -937,6 +941,8 @@ async def test_polling_a_server_nobody_listens_on_may_be_sent_again(
     assert e.value.details["code"] == "unreachable"
     assert e.value.details["server"] == gone
     assert e.value.details["resend_safe"] is True
+    assert e.value.provider == PROTOCOL
+    assert e.value.message.startswith("cannot connect to local-diffusers: ")
 
 
 async def test_the_content_is_fetched_from_the_server_that_made_it(
@@ -964,8 +970,9 @@ async def test_cancel_of_a_job_the_server_lost_is_done(
 
 async def test_a_refused_cancel_is_raised(one: ModelServer, http: httpx.AsyncClient) -> None:
     one.script.cancel = (409, _refused(None, "already done"))
-    with pytest.raises(InvalidRequest, match="already done"):
+    with pytest.raises(InvalidRequest) as e:
         await adapter(http, one.url).cancel(job_on(one))
+    assert e.value.message == f"{one.root}: already done"
     one.script.cancel = (400, {})
     with pytest.raises(InvalidRequest):
         await adapter(http, one.url).cancel(job_on(one))

@@ -205,7 +205,7 @@ class LocalDiffusers(Provider):
         try:
             resp = await send(
                 self.client,
-                "GET",
+                "GET",  # pragma: no mutate - httpx upper-cases the method: "get" is "GET"
                 f"{job.base_url}/videos/{job.remote_id}",
                 provider=self.protocol,
             )
