@@ -149,6 +149,19 @@ def test_a_repeated_key_returns_the_first_story_and_another_request_is_a_conflic
     assert (other.id, created) == ("s4", True)
 
 
+def test_a_repeated_key_returns_this_tenants_story_for_that_key(stories: StoryStore) -> None:
+    # another tenant used the key first, and this tenant has other stories
+    stories.create(
+        _doc("theirs", tenant="other"), idempotency_key="k", fingerprint="f", reserved_usd=0
+    )
+    stories.create(_doc("earlier"), idempotency_key="a", fingerprint="f", reserved_usd=0)
+    stories.create(_doc("mine"), idempotency_key="k", fingerprint="f", reserved_usd=0)
+    again, created = stories.create(
+        _doc("retry"), idempotency_key="k", fingerprint="f", reserved_usd=0
+    )
+    assert (again.id, again.tenant, created) == ("mine", "acme", False)
+
+
 def test_the_same_id_twice_without_a_key_is_an_error_not_a_replay(stories: StoryStore) -> None:
     _add(stories, "s1")
     with pytest.raises(IntegrityError):

@@ -188,7 +188,9 @@ class StoryStore:
             .order_by(s.c.next_run_at)
             .limit(limit)
         )
-        if self.engine.dialect.name == "postgresql":
+        # a row lock for PostgreSQL: SQLite renders no FOR UPDATE (BEGIN IMMEDIATE locks), and
+        # without it PostgreSQL races only concurrent claims, which no sequential test can see
+        if self.engine.dialect.name == "postgresql":  # pragma: no mutate - see above
             q = q.with_for_update(skip_locked=True)
         out = []
         with self._tx() as conn:
@@ -247,17 +249,24 @@ class StoryStore:
             q = select(s.c.reserved_usd).where(
                 s.c.id == doc.id, s.c.fence == claim.fence, s.c.lease_owner == claim.owner
             )
-            if self.engine.dialect.name == "postgresql":
-                q = q.with_for_update()  # SQLite's BEGIN IMMEDIATE already holds the lock
+            # SQLite's BEGIN IMMEDIATE already holds the lock (and renders no FOR UPDATE); on
+            # PostgreSQL its absence races only concurrent writes, which no sequential test sees
+            if self.engine.dialect.name == "postgresql":  # pragma: no mutate - see above
+                q = q.with_for_update()
             left = conn.execute(q).first()
             if left is None:
                 raise StaleLease(f"story {doc.id}: lease lost (fence {claim.fence})")
             conn.execute(update(s).where(s.c.id == doc.id).values(**values))
-            if doc.state.terminal and doc.held and left.reserved_usd > 0:
+            # "> 0" saves an update of nothing (">= 0" subtracts 0); the tenant's reserved total
+            # is never NULL (ensure_tenant writes 0.0): coalesce is a guard only
+            if doc.state.terminal and doc.held and left.reserved_usd > 0:  # pragma: no mutate
                 conn.execute(
                     update(t)
                     .where(t.c.id == doc.tenant)
-                    .values(reserved_usd=func.coalesce(t.c.reserved_usd, 0.0) - left.reserved_usd)
+                    .values(
+                        reserved_usd=func.coalesce(t.c.reserved_usd, 0.0)  # pragma: no mutate
+                        - left.reserved_usd
+                    )
                 )
         claim.reserved_usd = 0.0 if doc.state.terminal else claim.reserved_usd - take_usd
         if release or doc.state.terminal:
