@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from vidgate.catalog.loader import Catalog, load_catalog
 from vidgate.errors import (
+    AmbiguousSubmission,
     AuthFailed,
     CapabilityMismatch,
     ContentRejected,
@@ -69,6 +70,7 @@ class Script:
     video: tuple[int, Any] = (200, {"status": "queued"})
     cancel: tuple[int, Any] = (200, {})
     cancel_delay_s: float = 0.0
+    create_delay_s: float = 0.0
     sent: list[dict[str, Any]] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
     model_reads: int = 0
@@ -95,6 +97,7 @@ class ModelServer:
             self.script.sent.append(
                 {"json": await request.json(), "key": request.headers.get("idempotency-key")}
             )
+            await asyncio.sleep(self.script.create_delay_s)
             return _answer(*self.script.create)
 
         @app.get("/v1/videos/{vid}")
@@ -708,6 +711,20 @@ async def test_a_create_without_a_video_id_is_a_protocol_error(
         assert e.value.provider == PROTOCOL
 
 
+async def test_a_create_that_times_out_after_sending_is_ambiguous(one: ModelServer) -> None:
+    one.script.models = {"data": [model()]}
+    one.script.create_delay_s = 1.0
+    async with httpx.AsyncClient(timeout=0.3) as quick:
+        with pytest.raises(AmbiguousSubmission) as e:
+            await adapter(quick, one.url).submit(req(), WAN, idempotency_key="k-slow")
+    # the job may exist and be billed: never sent again blindly
+    assert e.value.message == (
+        "create call to local-diffusers timed out after sending; the job may exist"
+    )
+    assert e.value.provider == PROTOCOL
+    assert len(one.script.sent) == 1
+
+
 def _refused(code: str | None, message: str = "why") -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -826,7 +843,10 @@ async def test_each_server_status_maps_to_a_state(
 async def test_an_unknown_status_is_a_protocol_error(
     one: ModelServer, http: httpx.AsyncClient
 ) -> None:
-    with pytest.raises(ProviderProtocolError, match="unknown status 'done'"):
+    with pytest.raises(
+        ProviderProtocolError,
+        match=r"^unknown status 'done' from local-diffusers; known: cancelled, completed, ",
+    ):
         await _poll(one, http, 200, {"status": "done"})
 
 
