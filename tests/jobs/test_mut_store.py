@@ -993,6 +993,16 @@ def test_the_ledger_lists_rows_in_order_by_job_and_tenant(store: JobStore) -> No
     assert len(store.ledger()) == 4
 
 
+def test_settling_resolves_that_jobs_pending_row_only(store: JobStore) -> None:
+    a, b = _aged(store, ["a", "b"])
+    claims = {c.job.id: c for c in store.claim("w1")}
+    for job_id in (a.id, b.id):
+        store.save(claims[job_id], ledger=[LedgerEntry(1, "o1", 0.4, kind="pending")])
+    store.save(claims[b.id], ledger=[LedgerEntry(1, "o1", 0.0, kind="void", settles=True)])
+    assert [(r["kind"], r["amount_usd"]) for r in store.ledger(job_id=a.id)] == [("pending", 0.4)]
+    assert [(r["kind"], r["amount_usd"]) for r in store.ledger(job_id=b.id)] == [("void", 0.0)]
+
+
 def test_settling_resolves_the_pending_row_in_place(store: JobStore) -> None:
     job = make_job()
     store.create(job)

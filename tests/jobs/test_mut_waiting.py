@@ -164,6 +164,16 @@ def test_an_attempt_an_operator_declared_never_landed_does_not_count() -> None:
     assert tried(job) == set()
 
 
+def test_attempts_after_one_an_operator_resubmitted_still_count() -> None:
+    job = _job(
+        attempts=[
+            _attempt(1, "a", AttemptState.AMBIGUOUS, operator_resubmit=True),
+            _attempt(2, "b", code="generation_failed"),
+        ]
+    )
+    assert tried(job) == {"b"}
+
+
 def test_a_lost_job_is_sent_again_once_per_offering() -> None:
     gone = {"resend_safe": True}
     once = [_attempt(1, "a", code="x", details=gone), _attempt(2, "b", code="x", details=gone)]

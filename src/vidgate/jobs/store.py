@@ -304,14 +304,24 @@ class JobStore:
             for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
                 rows = conn.execute(
                     select(j.c.id, j.c.fence, j.c.cancel_requested, j.c.poll_hint_at).where(
-                        j.c.id.in_(chunk), j.c.lease_owner == owner, j.c.terminal.is_(False)
+                        j.c.id.in_(chunk),
+                        j.c.lease_owner == owner,
+                        # every terminal write clears the lease owner: the owner test above
+                        # already leaves finished rows out
+                        j.c.terminal.is_(False),  # pragma: no mutate — see above
                     )
                 ).all()
                 mine = [r for r in rows if r.fence == fences[r.id]]
                 if mine:
                     conn.execute(
                         update(j)
-                        .where(j.c.id.in_([r.id for r in mine]), j.c.lease_owner == owner)
+                        .where(
+                            j.c.id.in_([r.id for r in mine]),
+                            # a race guard: these rows were read as this owner's in this same
+                            # transaction (a concurrent takeover is a timing race a test
+                            # cannot pin)
+                            j.c.lease_owner == owner,  # pragma: no mutate — see above
+                        )
                         .values(lease_until=now + timedelta(seconds=lease_s))
                     )
                 for r in mine:
