@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,6 +24,7 @@ from vidgate.gateway import Gateway
 from vidgate.jobs.worker import WorkerConfig
 from vidgate.mcp.tools import MAX_FOLLOW_S, POLICIES, ToolInputError, VidgateTools, build_request
 from vidgate.settings import Settings
+from vidgate.types import VideoRequest
 
 log = logging.getLogger("vidgate.mcp")
 
@@ -111,6 +113,16 @@ class VidgateMCP(MCPServer[Any]):
             raise
 
 
+#: the tool arguments that describe the video (the rest say how to route or submit it)
+_REQUEST_ARGS = frozenset(inspect.signature(build_request).parameters) - {"prompt"}
+
+
+def _request(args: dict[str, Any]) -> VideoRequest:
+    """The request a tool's arguments describe. The tools keep their parameters spelled out
+    (the SDK makes each tool's input schema from its signature); this picks the request's."""
+    return build_request(args["prompt"], **{k: v for k, v in args.items() if k in _REQUEST_ARGS})
+
+
 def build_server(tools: VidgateTools) -> VidgateMCP:
     """The MCP server with every vidgate tool registered on it."""
     server = VidgateMCP(
@@ -139,20 +151,7 @@ def build_server(tools: VidgateTools) -> VidgateMCP:
     ) -> dict[str, Any]:
         """Rank the offerings that can serve a request, explained: the choice, runners-up with
         estimated cost and latency, and every rejected offering with its reasons. Spends nothing."""
-        req = build_request(
-            prompt,
-            duration_s=duration_s,
-            resolution=resolution,
-            aspect=aspect,
-            fps=fps,
-            audio=audio,
-            quality=quality,
-            max_cost_usd=max_cost_usd,
-            max_latency_s=max_latency_s,
-            image_url=image_url,
-            seed=seed,
-        )
-        return await tools.route(req, policy, offerings)
+        return await tools.route(_request(locals()), policy, offerings)
 
     @server.tool(annotations=_SPEND)
     async def generate(
@@ -174,21 +173,7 @@ def build_server(tools: VidgateTools) -> VidgateMCP:
     ) -> dict[str, Any]:
         """Submit a video job (routed, budget held) and return its job id at once; the server's
         worker makes it. Then call follow. Costs money unless the server runs on the sandbox."""
-        req = build_request(
-            prompt,
-            duration_s=duration_s,
-            resolution=resolution,
-            aspect=aspect,
-            fps=fps,
-            audio=audio,
-            quality=quality,
-            max_cost_usd=max_cost_usd,
-            max_latency_s=max_latency_s,
-            image_url=image_url,
-            negative_prompt=negative_prompt,
-            seed=seed,
-        )
-        return await tools.generate(req, policy, offerings, idempotency_key)
+        return await tools.generate(_request(locals()), policy, offerings, idempotency_key)
 
     @server.tool(annotations=_READ)
     async def get_job(job_id: JobId) -> dict[str, Any]:
