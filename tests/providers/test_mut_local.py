@@ -236,6 +236,10 @@ def test_sandbox_adds_the_emulator_only_in_sandbox_mode() -> None:
         "http://a:1/v1",
         "http://sb:9/local-diffusers/v1",
     ]
+    assert servers_for("http://a:1,sandbox", lambda: "http://sb:9") == [
+        "http://a:1/v1",
+        "http://sb:9/local-diffusers/v1",
+    ]
     assert servers_for("sandbox") == []
     assert servers_for("http://a:1", lambda: "http://sb:9") == ["http://a:1/v1"]
     assert servers_for(None, lambda: "http://sb:9") == []
@@ -581,6 +585,21 @@ async def test_with_a_server_down_a_missing_model_is_not_final(
         "502 to /v1/models)"
     )
     assert e.value.retryable
+
+
+async def test_every_silent_server_is_named_in_the_outage(
+    two: tuple[ModelServer, ModelServer], http: httpx.AsyncClient
+) -> None:
+    a, b = two
+    a.script.models_status = 500
+    b.script.models_status = 503
+    with pytest.raises(ProviderUnavailable) as e:
+        await Fleet(http, [a.url, b.url]).choose(WAN, "text_to_video")
+    assert e.value.message == (
+        f"no model server answered with wan-2.1 ({a.root}: model server {a.root} answered 500 "
+        f"to /v1/models; {b.root}: model server {b.root} answered 503 to /v1/models)"
+    )
+    assert e.value.provider == PROTOCOL
 
 
 async def test_a_job_just_sent_counts_against_its_server_until_the_next_read(

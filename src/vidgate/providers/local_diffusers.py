@@ -176,12 +176,12 @@ class LocalDiffusers(Provider):
         served = await self.fleet.choose(offering, _MODES[request.mode])
         resp = await send(
             self.client,
-            "POST",
+            "POST",  # pragma: no mutate - httpx upper-cases the method: "post" is "POST"
             f"{served.server}/videos",
             provider=self.protocol,
             create=True,
             json=self.body(request, offering, served.id),
-            headers={"Idempotency-Key": idempotency_key},
+            headers={"Idempotency-Key": idempotency_key},  # pragma: no mutate - case-insensitive
         )
         if resp.status_code >= 400:
             raise refusal(resp, served.server)
