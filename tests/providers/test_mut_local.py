@@ -71,6 +71,7 @@ class Script:
     cancel: tuple[int, Any] = (200, {})
     cancel_delay_s: float = 0.0
     create_delay_s: float = 0.0
+    models_delay_s: float = 0.0
     sent: list[dict[str, Any]] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
     model_reads: int = 0
@@ -90,6 +91,7 @@ class ModelServer:
         @app.get("/v1/models")
         async def models() -> Response:
             self.script.model_reads += 1
+            await asyncio.sleep(self.script.models_delay_s)
             return _answer(self.script.models_status, self.script.models)
 
         @app.post("/v1/videos")
@@ -360,6 +362,18 @@ def test_a_served_offering_is_enabled_and_priced_from_the_dearest_measured_serve
     assert cat.offering(api.id) == api
 
 
+def test_a_server_that_charges_nothing_prices_its_seconds_at_nothing() -> None:
+    free = served(server="http://a/v1", usd_per_hour=0.0, compute_s_per_video_s=10.0)
+    assert free.usd_per_video_s == 0.0
+    [price] = with_servers(CATALOG, [free]).offering(WAN.id).price
+    assert price.usd == 0.0
+    paid = served(server="http://b/v1", usd_per_hour=3.6, compute_s_per_video_s=10.0)
+    [price] = with_servers(CATALOG, [free, paid]).offering(WAN.id).price
+    assert price.usd == pytest.approx(0.01)
+    assert price.source.note is not None
+    assert price.source.note.startswith("http://b/v1 ")
+
+
 def test_until_a_server_measured_its_speed_the_seed_price_stands() -> None:
     cat = with_servers(CATALOG, [served(compute_s_per_video_s=None)])
     wan = cat.offering(WAN.id)
@@ -408,6 +422,16 @@ async def test_discovery_reads_every_answering_server_afresh(
     assert len(await discover(http, [a.url])) == 2  # not cached
     # from inside a running event loop too (catalog loading in an async service)
     assert [s.id for s in discover_sync([a.url])] == [WAN_ID, "ltx"]
+
+
+def test_discovery_at_start_up_waits_at_most_three_seconds_for_a_server(
+    one: ModelServer,
+) -> None:
+    one.script.models = {"data": [model()]}
+    one.script.models_delay_s = 3.6
+    assert discover_sync([one.url]) == []  # gave up: the gateway starts without it
+    one.script.models_delay_s = 0.0
+    assert len(discover_sync([one.url], timeout_s=1.0)) == 1
 
 
 def test_discovery_from_synchronous_code(one: ModelServer) -> None:
