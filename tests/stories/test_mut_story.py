@@ -800,8 +800,8 @@ def test_a_shot_the_primary_cannot_make_goes_to_the_same_model_elsewhere(
 
 
 def test_references_stop_at_what_the_offering_takes_subjects_first(tmp_path: Path) -> None:
-    for name, colour in (("a", (1, 1, 1)), ("b", (2, 2, 2)), ("c", (3, 3, 3)), ("s", (4, 4, 4))):
-        write_png(tmp_path / f"{name}.png", colour)
+    for i, name in enumerate("abcst"):
+        write_png(tmp_path / f"{name}.png", (i, i, i))
 
     def edit(raw: dict[str, Any]) -> None:
         loom = next(o for o in raw["offerings"] if o["id"] == "loom-sandbox")
@@ -813,13 +813,14 @@ def test_references_stop_at_what_the_offering_takes_subjects_first(tmp_path: Pat
         "title: T\nresolution: 480p\nseed: 5\nstyle: ink\n"
         "characters:\n  Fox: {description: a fox, references: [a.png, b.png]}\n"
         "  Owl: {description: an owl, references: [c.png]}\n"
-        "styles: {ink: {description: ink, references: [s.png]}}\n"
+        "styles: {ink: {description: ink, references: [s.png, t.png]}}\n"
         "shots:\n  - {prompt: a, duration: 8, characters: [Fox, Owl]}\n"
-        "  - {prompt: b, duration: 8, characters: [Owl]}\n",
+        "  - {prompt: b, duration: 8, characters: [Owl]}\n"
+        "  - {prompt: c, duration: 14}\n",
         base=tmp_path,
     )
     assert problems == []
-    first, second = plan.shots
+    first, second, third = plan.shots
     req = first.segments[0].request
     assert [r.role for r in req.references] == [ReferenceRole.SUBJECT, ReferenceRole.SUBJECT]
     assert first.references == ["subject:Fox"]
@@ -827,6 +828,26 @@ def test_references_stop_at_what_the_offering_takes_subjects_first(tmp_path: Pat
     assert [r.role for r in req.references] == [ReferenceRole.SUBJECT, ReferenceRole.STYLE]
     assert second.references == ["style:ink", "subject:Owl"]
     assert first.seed == second.seed == 5
+    # a longer shot: its first clip takes both style references; the continuing clip starts
+    # from the last frame, which takes one of the two places
+    assert third.chain == "frames"
+    fresh, cont = (seg.request for seg in third.segments)
+    assert [r.role for r in fresh.references] == [ReferenceRole.STYLE, ReferenceRole.STYLE]
+    assert [r.role for r in cont.references] == [ReferenceRole.FIRST_FRAME, ReferenceRole.STYLE]
+
+
+@pytest.mark.parametrize("policy", ["best-quality", "balanced", "fastest"])
+def test_a_long_shot_is_planned_in_segments_under_every_policy(tmp_path: Path, policy: str) -> None:
+    plan, problems = _plan_on(
+        tmp_path,
+        story_catalog(),
+        f"title: T\nresolution: 480p\npolicy: {policy}\nshots:\n  - {{prompt: a, duration: 14}}\n",
+    )
+    assert problems == []
+    [shot] = plan.shots
+    assert shot.offering_id == "loom-sandbox"  # the only offering that continues a clip
+    assert shot.chain == "frames"
+    assert len(shot.segments) == 2
 
 
 def test_an_offering_without_references_or_seeds_gets_neither(tmp_path: Path) -> None:
