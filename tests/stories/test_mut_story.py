@@ -554,7 +554,7 @@ def test_a_crossfade_into_the_first_shot_takes_nothing_off() -> None:
 def test_the_summary_says_shots_segments_film_cost_time_and_budget() -> None:
     plan = _plan(
         [
-            _shot(0, [_seg(0, 0.1, 20.04, 2.0), _seg(1, 0.2, 10.0, 1.0)]),
+            _shot(0, [_seg(0, 0.1, 20.36, 2.0), _seg(1, 0.2, 10.0, 1.0)]),
             _shot(1, [_seg(0, 0.3, 5.0, 1.0 / 3)], transition="crossfade", xf=0.25),
         ],
         budget_usd=0.75,
@@ -567,7 +567,7 @@ def test_the_summary_says_shots_segments_film_cost_time_and_budget() -> None:
         "segments": 3,
         "film_s": round((24 + 12 + 4 - 3) / 12, 3),
         "estimated_cost_usd": pytest.approx(0.6),
-        "estimated_time_s": 30.0,
+        "estimated_time_s": 30.4,  # to the tenth
         "budget_usd": 0.75,
     }
 
