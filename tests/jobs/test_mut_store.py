@@ -428,6 +428,20 @@ def test_a_finished_job_is_released_and_its_claim_void(store: JobStore) -> None:
         store.save(claim)
 
 
+def test_an_earlier_claim_of_the_same_worker_cannot_write(store: JobStore) -> None:
+    job = make_job()
+    store.create(job)
+    [old] = store.claim("w1", lease_s=0.2)
+    time.sleep(0.3)
+    [new] = store.claim("w1")  # the same worker takes it again: a new fence
+    old.job.state = JobState.FAILED
+    with pytest.raises(StaleLease):
+        store.save(old)
+    new.job.state = JobState.RUNNING
+    store.save(new)
+    assert store.get(job.id).state is JobState.RUNNING
+
+
 def test_a_write_by_a_lease_owner_that_is_not_the_claimer_is_refused(store: JobStore) -> None:
     job = make_job()
     store.create(job)

