@@ -5,8 +5,10 @@ the sandbox — why an extra attempt may not start, as the failed job says."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -23,8 +25,10 @@ from vidgate.jobs.postprocess import (
     job_cost,
     stage_row,
 )
+from vidgate.jobs.worker import WorkerConfig
 from vidgate.sandbox.app import SandboxServer
 from vidgate.settings import Settings
+from vidgate.stages.base import Stage, StageContext, StageResult, now
 from vidgate.stages.checks import ChecksStage
 from vidgate.types import Attempt, AttemptState, Job, JobState, QualityGate, VideoRequest
 
@@ -253,3 +257,110 @@ async def test_a_cap_that_fits_exactly_two_clips_allows_the_second(
     assert history[0]["attempt"] == 1
     assert job.request.seed is not None
     assert history[0]["seed"] != job.request.seed
+
+
+async def test_quality_on_fail_fail_lists_what_failed_in_the_error(
+    gw: Gateway, sandbox: SandboxServer
+) -> None:
+    defects(sandbox, BAD, frozen=1.0)
+    job = gw.submit(request("strict", {"on_fail": "fail"}), pinned=[BAD])
+    await run_all(gw)
+    job = gw.store.get(job.id)
+    assert job.state is JobState.FAILED
+    assert job.error is not None
+    assert job.error["details"]["failed"] == ["checks.frozen"]
+    assert "quality.on_fail is fail" in job.error["message"]
+
+
+# --- a stage that writes a new file ------------------------------------------------------------
+
+
+class Rewrite(Stage):
+    """Writes a changed copy of the clip (as signing does), under the clip's id or a new one."""
+
+    name = "rewrite"
+    after_gate = True
+    new_id: ClassVar[str | None] = None
+    seen: ClassVar[list[str]] = []
+
+    async def run(self, ctx: StageContext) -> StageResult:
+        Rewrite.seen.append(ctx.asset.uri)
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        out = ctx.workdir / "signed.mp4"
+        out.write_bytes(ctx.path.read_bytes() + b"\x00signed")
+        t = now()
+        asset = ctx.asset.model_copy(update={"uri": str(out), "id": self.new_id or ctx.asset.id})
+        return StageResult(
+            stage=self.name,
+            asset_id=ctx.asset.id,
+            verdict="pass",
+            asset=asset,
+            data={"note": "kept"},
+            started_at=t,
+            finished_at=t,
+        )
+
+
+async def _run_with(gw: Gateway, stages: list[Stage], tenant: str = "default") -> Job:
+    job = gw.submit(request("signed"), pinned=[BAD], tenant=tenant)
+    w = gw.worker(WorkerConfig(deliver_webhooks=False))
+    w.driver._post = PostProcessor(stages, settings=gw.settings)
+    try:
+        await w.run(until_idle=True)
+    finally:
+        await gw.aclose()
+    return gw.store.get(job.id)
+
+
+async def test_a_rewritten_clip_replaces_the_stored_one_and_the_old_file_goes(
+    gw: Gateway,
+) -> None:
+    Rewrite.seen = []
+    Rewrite.new_id = None
+    job = await _run_with(gw, [ChecksStage(), Rewrite()])
+    assert job.state is JobState.SUCCEEDED
+    [original] = Rewrite.seen
+    [asset] = job.assets
+    assert asset.uri != original
+    data = Path(gw.storage_path(asset.uri)).read_bytes()
+    assert data.endswith(b"\x00signed")
+    # what was stored is measured again: its digest and size, not the input's
+    assert asset.sha256 == hashlib.sha256(data).hexdigest()
+    assert asset.bytes == len(data)
+    assert not Path(gw.storage_path(original)).exists()
+    kept = job.stages["rewrite"]
+    assert kept["asset"] is None
+    assert kept["data"] == {
+        "note": "kept",
+        "replaced": {"sha256": asset.sha256, "bytes": asset.bytes},
+    }
+    assert (tuple(asset.uri.split("/")[-3:-1])) == ("default", job.id)
+
+
+async def test_a_new_file_under_a_new_id_is_added_beside_the_clip(gw: Gateway) -> None:
+    Rewrite.seen = []
+    Rewrite.new_id = "asset_extra"
+    try:
+        job = await _run_with(gw, [ChecksStage(), Rewrite()])
+    finally:
+        Rewrite.new_id = None
+    assert job.state is JobState.SUCCEEDED
+    clip, extra = job.assets
+    assert extra.id == "asset_extra"
+    assert clip.uri == Rewrite.seen[0]
+    assert Path(gw.storage_path(clip.uri)).exists()  # nothing replaced: nothing deleted
+    extra_bytes = Path(gw.storage_path(extra.uri)).read_bytes()
+    assert extra.sha256 == hashlib.sha256(extra_bytes).hexdigest()
+    assert extra.bytes == len(extra_bytes)
+
+
+async def test_a_stage_skipped_for_its_cost_says_why_with_utc_times(gw: Gateway) -> None:
+    from tests.stages.test_gate import PaidStage
+
+    gw.accounts.ensure_tenant("thrifty", budget_usd=0.3)
+    job = await _run_with(gw, [ChecksStage(), PaidStage()], tenant="thrifty")
+    paid = job.stages["paid"]
+    assert paid["verdict"] == "skipped"
+    assert "budget" in paid["data"]["reason"]
+    for at in (paid["started_at"], paid["finished_at"]):
+        assert datetime.fromisoformat(at).utcoffset() is not None
