@@ -799,6 +799,97 @@ def test_a_shot_the_primary_cannot_make_goes_to_the_same_model_elsewhere(
     assert plan.shots[2].switched_because is not None
 
 
+def test_the_primary_keeps_its_shots_and_the_same_vendor_comes_before_another(
+    tmp_path: Path,
+) -> None:
+    def edit(raw: dict[str, Any]) -> None:
+        reel = next(o for o in raw["offerings"] if o["id"] == "reel-sandbox")
+        src = reel["price"][0]["source"]
+        cheap = yaml.safe_load(yaml.safe_dump(reel))  # the same model, cheaper, 3 s at most
+        cheap.update(id="reel-cheap", provider="cheapco", credential_env=["CHEAP_KEY"])
+        cheap["capabilities"]["durations"] = {"min": 1, "max": 3, "step": 1}
+        cheap["price"] = [{"usd": 0.001, "source": src}]
+        sibling = yaml.safe_load(yaml.safe_dump(reel))  # another model of reel's vendor
+        sibling.update(id="reel2-sandbox", model="reel2", credential_env=["REEL2_KEY"])
+        sibling["capabilities"]["durations"] = {"min": 7, "max": 10, "step": 1}
+        sibling["price"] = [{"usd": 0.5, "source": src}]
+        raw["offerings"] += [cheap, sibling]
+        model = next(m for m in raw["models"] if m["id"] == "reel")
+        raw["models"].append({**yaml.safe_load(yaml.safe_dump(model)), "id": "reel2"})
+        loom = next(o for o in raw["offerings"] if o["id"] == "loom-sandbox")
+        loom["capabilities"]["durations"] = {"min": 7, "max": 10, "step": 1}
+
+    plan, problems = _plan_on(
+        tmp_path,
+        _catalog_with(edit),
+        "title: T\nresolution: 480p\nshots:\n"
+        "  - {prompt: a, duration: 3}\n  - {prompt: b, duration: 5}\n"
+        "  - {prompt: c, duration: 5}\n  - {prompt: d, duration: 8}\n",
+    )
+    assert problems == []
+    assert plan.primary == "reel-sandbox"
+    # a: reel-cheap ranks first, but the story's offering makes it; d: loom is cheaper, but
+    # reel's vendor makes it too
+    assert [s.offering_id for s in plan.shots] == [
+        "reel-sandbox",
+        "reel-sandbox",
+        "reel-sandbox",
+        "reel2-sandbox",
+    ]
+    assert plan.shots[0].switched_because is None
+    assert plan.shots[0].segments[0].offerings[1:2] == ["reel-cheap"]  # kept as its fallback
+
+
+def test_a_shot_one_frame_under_two_clips_is_two_clips(tmp_path: Path) -> None:
+    # 239 frames at 12 fps on loom (120 frames a clip, one repeated frame per join)
+    plan, problems = _plan_on(
+        tmp_path,
+        story_catalog(),
+        "title: T\nresolution: 480p\nfps: 12\nshots:\n  - {prompt: a, duration: 19.92}\n",
+    )
+    assert problems == []
+    [shot] = plan.shots
+    assert shot.chain == "frames"
+    assert [round(s.keep_s * 12) for s in shot.segments] == [120, 119]
+
+
+def test_continuing_clips_are_asked_long_enough_for_the_repeated_frame(tmp_path: Path) -> None:
+    # 18 s at 12 fps: 108 frames each; the second also repeats the first's last frame, so it
+    # asks for 109 frames' worth (10 s, loom's whole seconds), keeps 108 and trims one
+    plan, problems = _plan_on(
+        tmp_path,
+        story_catalog(),
+        "title: T\nresolution: 480p\nfps: 12\nshots:\n  - {prompt: a, duration: 18}\n",
+    )
+    assert problems == []
+    first, second = plan.shots[0].segments
+    assert (first.starts, second.starts) == ("fresh", "last_frame")
+    assert (first.delivered_s, second.delivered_s) == (9, 10)
+    assert (first.keep_s, second.keep_s) == (9, 9)
+    assert (first.trim_start_s, second.trim_start_s) == (0, 1 / 12)
+    assert second.request.mode is Mode.IMAGE_TO_VIDEO
+    assert plan.cost_usd == pytest.approx(0.05 * 19)
+
+
+def test_an_extended_shot_of_exactly_two_clips_is_two_clips(tmp_path: Path) -> None:
+    def edit(raw: dict[str, Any]) -> None:
+        for o in raw["offerings"]:
+            o["enabled"] = o["id"] == "tide-sandbox"
+
+    plan, problems = _plan_on(
+        tmp_path,
+        _catalog_with(edit),
+        "title: T\nresolution: 480p\nfps: 12\nshots:\n  - {prompt: a, duration: 16}\n",
+    )
+    assert problems == []
+    [shot] = plan.shots
+    assert shot.chain == "extend"
+    assert [(s.starts, s.keep_s, s.trim_start_s) for s in shot.segments] == [
+        ("fresh", 8, 0),
+        ("extend", 8, 0),
+    ]
+
+
 def test_references_stop_at_what_the_offering_takes_subjects_first(tmp_path: Path) -> None:
     for i, name in enumerate("abcst"):
         write_png(tmp_path / f"{name}.png", (i, i, i))
