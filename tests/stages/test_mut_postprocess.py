@@ -194,7 +194,7 @@ async def test_fallback_with_no_other_offering_fails_saying_so(
     assert job.state is JobState.FAILED
     assert job.error is not None
     assert job.error["code"] == "quality_gate_failed"
-    assert "no other ranked offering is left to fall back on" in job.error["message"]
+    assert " and no other ranked offering is left to fall back on; raise" in job.error["message"]
     assert job.error["details"]["failed"] == ["checks.frozen"]
     assert [a.state for a in job.attempts] == [AttemptState.REJECTED]
     q = job.quality or {}
@@ -226,8 +226,8 @@ async def test_the_request_cap_message_names_the_attempt_the_cap_and_the_spend(
     est = job.attempts[0].estimated_cost_usd
     assert job.error is not None
     assert (
-        f"another attempt on {nxt} (${nxt_est:.2f}) would pass the request's max_cost_usd "
-        f"$0.45 (${est:.2f} spent)"
+        f" and another attempt on {nxt} (${nxt_est:.2f}) would pass the request's "
+        f"max_cost_usd $0.45 (${est:.2f} spent); raise"
     ) in job.error["message"]
     assert [a.offering_id for a in job.attempts] == [BAD]
     assert_billed_every_clip(gw, job)
@@ -244,6 +244,7 @@ async def test_a_cap_that_fits_exactly_two_clips_allows_the_second(
             "two fit",
             {"on_fail": "regenerate", "max_extra_attempts": 3},
             constraints={"max_cost_usd": round(2 * est, 6)},
+            seed=7,
         ),
         pinned=[BAD],
     )
@@ -255,8 +256,9 @@ async def test_a_cap_that_fits_exactly_two_clips_allows_the_second(
     history = (job.quality or {})["history"]
     assert history[0]["action"] == "regenerate"
     assert history[0]["attempt"] == 1
+    assert history[0]["seed"] == 7  # the seed the rejected clip was made with
     assert job.request.seed is not None
-    assert history[0]["seed"] != job.request.seed
+    assert job.request.seed != 7
 
 
 async def test_quality_on_fail_fail_lists_what_failed_in_the_error(
