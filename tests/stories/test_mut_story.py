@@ -840,6 +840,21 @@ def test_the_primary_keeps_its_shots_and_the_same_vendor_comes_before_another(
     assert plan.shots[0].segments[0].offerings[1:2] == ["reel-cheap"]  # kept as its fallback
 
 
+def test_a_one_clip_shot_takes_the_routers_nearest_duration(tmp_path: Path) -> None:
+    # 7.4 s is within a second of loom's 7 s: one 7 s clip, priced as such (not 8 s)
+    plan, problems = _plan_on(
+        tmp_path,
+        story_catalog(),
+        "title: T\nresolution: 480p\nfps: 12\nshots:\n"
+        "  - {prompt: a, duration: 7.4, audio: native}\n",
+    )
+    assert problems == []
+    [seg] = plan.shots[0].segments
+    assert plan.shots[0].chain == "none"
+    assert (seg.request.duration_s, seg.delivered_s, seg.keep_s) == (7, 7, 7)
+    assert seg.cost_usd == pytest.approx(0.35)
+
+
 def test_a_shot_one_frame_under_two_clips_is_two_clips(tmp_path: Path) -> None:
     # 239 frames at 12 fps on loom (120 frames a clip, one repeated frame per join)
     plan, problems = _plan_on(
