@@ -70,7 +70,6 @@ TARGETS = {
                 "tests/jobs/test_store.py",
                 "tests/server/test_budget.py",
                 "tests/server/test_idempotency.py",
-                "tests/server/test_caller.py",
             ),
         ),
         Target(
@@ -112,6 +111,8 @@ TARGETS = {
                 "tests/server/test_hardening.py",
                 "tests/server/test_security.py",
                 "tests/server/test_idempotency.py",
+                "tests/server/test_idempotency_edges.py",
+                "tests/server/test_caller.py",
             ),
         ),
         Target(
