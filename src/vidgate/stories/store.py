@@ -259,14 +259,16 @@ class StoryStore:
             conn.execute(update(s).where(s.c.id == doc.id).values(**values))
             # "> 0" saves an update of nothing (">= 0" subtracts 0); the tenant's reserved total
             # is never NULL (ensure_tenant writes 0.0): coalesce is a guard only
-            if doc.state.terminal and doc.held and left.reserved_usd > 0:  # pragma: no mutate
+            if (
+                doc.state.terminal
+                and doc.held
+                and left.reserved_usd > 0  # pragma: no mutate - see above
+            ):
+                tenant_held = func.coalesce(t.c.reserved_usd, 0.0)  # pragma: no mutate
                 conn.execute(
                     update(t)
                     .where(t.c.id == doc.tenant)
-                    .values(
-                        reserved_usd=func.coalesce(t.c.reserved_usd, 0.0)  # pragma: no mutate
-                        - left.reserved_usd
-                    )
+                    .values(reserved_usd=tenant_held - left.reserved_usd)
                 )
         claim.reserved_usd = 0.0 if doc.state.terminal else claim.reserved_usd - take_usd
         if release or doc.state.terminal:
