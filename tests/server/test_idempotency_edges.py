@@ -44,7 +44,8 @@ async def app_client(
 
     gw.accounts.ensure_tenant("edge")
     _, raw_key = gw.accounts.create_key("edge")
-    transport = httpx.ASGITransport(app=app)
+    # a handler that crashes answers 500 here as it would to a client (not raised into the test)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
         async with httpx.AsyncClient(
             transport=transport,
@@ -104,4 +105,23 @@ async def test_an_answer_that_is_not_json_is_not_stored(
     again = await client.post("/v1/edge", json={"a": 1})
     assert (again.status_code, again.text) == (200, "plain 2")
     assert "idempotent-replayed" not in again.headers
+    assert len(calls) == 2
+
+
+async def test_a_handler_that_crashes_releases_the_key(
+    app_client: tuple[httpx.AsyncClient, list[int], dict[str, Answer]],
+) -> None:
+    client, calls, answer = app_client
+
+    def crash(n: int) -> Response:
+        raise RuntimeError(f"bug {n}")
+
+    answer["now"] = crash
+    first = await client.post("/v1/edge", json={"a": 1})
+    assert first.status_code == 500
+    # released, not left "in progress" (that retry would be a 409 for the key's lifetime)
+    answer["now"] = lambda n: JSONResponse({"n": n})
+    again = await client.post("/v1/edge", json={"a": 1})
+    assert again.status_code == 200, again.text
+    assert again.json() == {"n": 2}
     assert len(calls) == 2
