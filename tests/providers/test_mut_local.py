@@ -1063,3 +1063,11 @@ def test_adjustments_read_back_from_the_job() -> None:
     assert adjustments(j) == []
     j.extra["adjustments"] = ""
     assert adjustments(j) == []
+
+
+def test_a_server_faster_than_real_time_is_a_measurement() -> None:
+    """Under 1 s of compute per second of video (a distilled model on a big GPU) is measured
+    speed, priced as such; only 0 or less means "not measured yet"."""
+    [m] = parse_models("http://s/v1", {"data": [model(usd_per_hour=3.6, cs=0.5)]})
+    assert m.compute_s_per_video_s == 0.5
+    assert m.usd_per_video_s == pytest.approx(3.6 / 3600 * 0.5)
