@@ -8,6 +8,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,14 @@ from vidgate.jobs.store import (
 from vidgate.types import Attempt, AttemptState, Job, JobState, QualityGate, VideoRequest
 
 NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[JobStore]:
+    """Row locks are PostgreSQL's (SQLite has one writer at a time): these run there only."""
+    s = JobStore(pg_url)
+    yield s
+    s.close()
 
 
 def _attempt(
@@ -358,10 +367,9 @@ def test_a_renewed_lease_lasts_the_default_thirty_seconds(store: JobStore) -> No
     assert store.claim("w2") == []
 
 
-def test_claims_skip_rows_another_transaction_holds(store: JobStore) -> None:
+def test_claims_skip_rows_another_transaction_holds(pg_store: JobStore) -> None:
     """On PostgreSQL a worker never waits on rows another worker is claiming."""
-    if not store.is_postgres:
-        pytest.skip("row locks: PostgreSQL only (SQLite has one writer at a time)")
+    store = pg_store
     a, b = _aged(store, ["a", "b"])
     got: list[list[str]] = []
     with store.engine.connect() as other:
@@ -1080,10 +1088,9 @@ def test_an_event_keeps_the_time_it_was_queued(store: JobStore) -> None:
     assert item.created_at == queued  # not the time it was handed out
 
 
-def test_outbox_claims_skip_rows_another_transaction_holds(store: JobStore) -> None:
+def test_outbox_claims_skip_rows_another_transaction_holds(pg_store: JobStore) -> None:
     """On PostgreSQL a deliverer never waits on events another deliverer is claiming."""
-    if not store.is_postgres:
-        pytest.skip("row locks: PostgreSQL only (SQLite has one writer at a time)")
+    store = pg_store
     first, second = _events(store, 2)
     got: list[list[str]] = []
     with store.engine.connect() as other:
