@@ -767,18 +767,39 @@ def _plan_on(tmp_path: Path, cat: Any, text: str, base: Path | None = None) -> A
         g.close()
 
 
+def _durations(raw: dict[str, Any], oid: str, lo: int, hi: int) -> dict[str, Any]:
+    """Set an offering's duration range in a raw catalog; returns the offering."""
+    o: dict[str, Any] = next(o for o in raw["offerings"] if o["id"] == oid)
+    o["capabilities"]["durations"] = {"min": lo, "max": hi, "step": 1}
+    return o
+
+
+def _reel_copy(
+    raw: dict[str, Any], durations: tuple[int, int], usd: float, **fields: Any
+) -> dict[str, Any]:
+    """reel-sandbox copied with other fields, durations and price (same price source)."""
+    reel = next(o for o in raw["offerings"] if o["id"] == "reel-sandbox")
+    other: dict[str, Any] = yaml.safe_load(yaml.safe_dump(reel))
+    other.update(fields)
+    other["capabilities"]["durations"] = {"min": durations[0], "max": durations[1], "step": 1}
+    other["price"] = [{"usd": usd, "source": reel["price"][0]["source"]}]
+    return other
+
+
 def test_a_shot_the_primary_cannot_make_goes_to_the_same_model_elsewhere(
     tmp_path: Path,
 ) -> None:
     def edit(raw: dict[str, Any]) -> None:
-        reel = next(o for o in raw["offerings"] if o["id"] == "reel-sandbox")
-        other = yaml.safe_load(yaml.safe_dump(reel))
-        other.update(id="reel-elsewhere", provider="elsewhere", credential_env=["ELSE_KEY"])
-        other["capabilities"]["durations"] = {"min": 7, "max": 10, "step": 1}
-        other["price"] = [{"usd": 0.5, "source": reel["price"][0]["source"]}]  # dearest
+        other = _reel_copy(
+            raw,
+            (7, 10),
+            0.5,
+            id="reel-elsewhere",
+            provider="elsewhere",
+            credential_env=["ELSE_KEY"],
+        )  # the dearest
         raw["offerings"].append(other)
-        loom = next(o for o in raw["offerings"] if o["id"] == "loom-sandbox")
-        loom["capabilities"]["durations"] = {"min": 7, "max": 10, "step": 1}
+        _durations(raw, "loom-sandbox", 7, 10)
 
     plan, problems = _plan_on(
         tmp_path,
@@ -803,21 +824,17 @@ def test_the_primary_keeps_its_shots_and_the_same_vendor_comes_before_another(
     tmp_path: Path,
 ) -> None:
     def edit(raw: dict[str, Any]) -> None:
-        reel = next(o for o in raw["offerings"] if o["id"] == "reel-sandbox")
-        src = reel["price"][0]["source"]
-        cheap = yaml.safe_load(yaml.safe_dump(reel))  # the same model, cheaper, 3 s at most
-        cheap.update(id="reel-cheap", provider="cheapco", credential_env=["CHEAP_KEY"])
-        cheap["capabilities"]["durations"] = {"min": 1, "max": 3, "step": 1}
-        cheap["price"] = [{"usd": 0.001, "source": src}]
-        sibling = yaml.safe_load(yaml.safe_dump(reel))  # another model of reel's vendor
-        sibling.update(id="reel2-sandbox", model="reel2", credential_env=["REEL2_KEY"])
-        sibling["capabilities"]["durations"] = {"min": 7, "max": 10, "step": 1}
-        sibling["price"] = [{"usd": 0.5, "source": src}]
+        # the same model, cheaper, 3 s at most; and another model of reel's vendor
+        cheap = _reel_copy(
+            raw, (1, 3), 0.001, id="reel-cheap", provider="cheapco", credential_env=["CHEAP_KEY"]
+        )
+        sibling = _reel_copy(
+            raw, (7, 10), 0.5, id="reel2-sandbox", model="reel2", credential_env=["REEL2_KEY"]
+        )
         raw["offerings"] += [cheap, sibling]
         model = next(m for m in raw["models"] if m["id"] == "reel")
         raw["models"].append({**yaml.safe_load(yaml.safe_dump(model)), "id": "reel2"})
-        loom = next(o for o in raw["offerings"] if o["id"] == "loom-sandbox")
-        loom["capabilities"]["durations"] = {"min": 7, "max": 10, "step": 1}
+        _durations(raw, "loom-sandbox", 7, 10)
 
     plan, problems = _plan_on(
         tmp_path,
