@@ -167,10 +167,11 @@ async def test_create_refusals_map_to_retryable_errors(protocol, kind, error, sb
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_dropped_create_is_ambiguous(protocol: str, sb: SandboxServer) -> None:
-    # The sandbox records the create and never answers; our read times out. A generous
-    # connect timeout keeps a loaded machine from failing before the request is even sent.
+    # The sandbox records the create and never answers (5 s); our read times out first. A
+    # generous connect timeout, and a read timeout of 3 s rather than 1, keep a loaded machine
+    # from failing the calls before the create (a self-hosted fleet's discovery) instead.
     sb.core.faults = FaultConfig(rules=[FaultRule(kind="drop", rate=1.0)], hang_s=5)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(1.0, connect=15.0)) as short:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(3.0, connect=15.0)) as short:
         adapter = make_adapter(protocol, sb, short)
         with pytest.raises(AmbiguousSubmission):
             await submit(adapter, representative(protocol))
